@@ -1,0 +1,65 @@
+// Slow Poetry client, model 1: blocking. Downloads the poems one after another: each recv
+// waits for the next chunk, so the total time is the sum of every poem's time.
+#include "common/errors.hpp"
+#include "common/options.hpp"
+#include "common/output.hpp"
+#include "common/report.hpp"
+#include "common/sockets.hpp"
+
+#include <cerrno>
+#include <string>
+
+#include <sys/socket.h>
+
+namespace {
+
+using namespace poetry;
+
+// Downloads one poem; returns true if it arrived whole.
+bool get_poem(int task, const address& from, const client_options& options, poem_output& output)
+{
+  stopwatch clock;
+  report_task_start(task, from);
+  std::string poem;
+  try {
+    unique_fd server = connect_to(from, options.timeout);  // this blocks
+    char buffer[65536];
+    for (;;) {
+      ssize_t n = ::recv(server.get(), buffer, sizeof buffer, 0);  // this blocks
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        throw std::runtime_error("no progress for the --timeout (timed out)");
+      if (n < 0) throw std::runtime_error(system_reason(errno));
+      if (n == 0) break;  // end of stream is end of poem
+      poem.append(buffer, static_cast<std::size_t>(n));
+      if (!options.quiet) report_task_bytes(task, static_cast<std::size_t>(n), from);
+      output.received(task, std::string_view(buffer, static_cast<std::size_t>(n)));
+    }
+    output.complete(task, poem);
+  } catch (const std::exception& e) {
+    report_task_failed(task, from, e.what() + (poem.empty() ? "" : " after " + std::to_string(poem.size()) + " bytes"));
+    return false;
+  }
+  report_task_done(task, poem.size(), from, clock.seconds());
+  return true;
+}
+
+}  // namespace
+
+int main(int argc, char* argv[])
+{
+  return poetry::run_main(argv[0], [&] {
+    auto options = poetry::parse_client_options(argc, argv);
+    if (!options) return 0;
+    poetry::poem_output output(*options);
+    poetry::stopwatch clock;
+    int got = 0, failed = 0;
+    // One address after another: each download ends before the next starts.
+    for (std::size_t i = 0; i < options->addresses.size(); ++i) {
+      bool ok = get_poem(static_cast<int>(i + 1), options->addresses[i], *options, output);
+      (ok ? got : failed) += 1;
+    }
+    poetry::report_summary(got, failed, clock.seconds());
+    return failed == 0 ? 0 : 1;
+  });
+}

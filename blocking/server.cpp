@@ -1,0 +1,67 @@
+// Slow Poetry server, model 1: blocking. One thing at a time: accept a client, send it the
+// whole poem (send, sleep, send, ...), and only then accept the next one. A second client
+// waits in the kernel's accept queue until the first has its last byte.
+#include "common/errors.hpp"
+#include "common/options.hpp"
+#include "common/poem.hpp"
+#include "common/report.hpp"
+#include "common/sockets.hpp"
+
+#include <algorithm>
+#include <string>
+#include <string_view>
+#include <thread>
+
+#include <sys/socket.h>
+
+namespace {
+
+using namespace poetry;
+
+// Sends the poem to one client, a chunk every delay, then closes gracefully.
+void send_poem(unique_fd client, const std::string& poem, const server_options& options)
+{
+  std::string peer = peer_name(client.get());
+  report_somebody(peer);
+  std::size_t sent = 0;
+  while (sent < poem.size()) {
+    // The first chunk goes at once; each later one waits for the delay.
+    if (sent > 0) std::this_thread::sleep_for(options.delay);  // this blocks everyone else too
+    std::string_view chunk = std::string_view(poem).substr(sent, options.num_bytes);
+    if (!options.quiet) report_sending(chunk.size(), peer);
+    if (int error = send_all(client.get(), chunk); error != 0)
+      return report_lost(peer, sent, poem.size(), system_reason(error));
+    sent += chunk.size();
+  }
+  report_sent(sent, peer);
+  close_gracefully(std::move(client));
+}
+
+// Accepts clients one after another and serves each to the end before the next.
+[[noreturn]] void serve(const unique_fd& listener, const std::string& poem, const server_options& options)
+{
+  for (;;) {
+    unique_fd client(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));  // this blocks
+    if (!client) {
+      // Out of descriptors, or the client left before we accepted it: try again shortly.
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      continue;
+    }
+    send_poem(std::move(client), poem, options);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char* argv[])
+{
+  return poetry::run_main(argv[0], [&] {
+    auto options = poetry::parse_server_options(argc, argv);
+    if (!options) return 0;
+    std::string poem = poetry::load_poem(options->poem_file);
+    poetry::unique_fd listener = poetry::listen_on(options->iface, options->port);
+    poetry::exit_on_signals();
+    poetry::report_serving(options->poem_file, poetry::local_port(listener.get()));
+    serve(listener, poem, *options);
+  });
+}

@@ -1,0 +1,139 @@
+#include "common/sockets.hpp"
+
+#include "common/errors.hpp"
+
+#include <cerrno>
+#include <csignal>
+#include <stdexcept>
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+namespace poetry {
+
+void unique_fd::reset(int fd)
+{
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = fd;
+}
+
+unique_fd listen_on(const std::string& iface, std::uint16_t port)
+{
+  std::string where = to_string(address{iface, port});
+  std::vector<endpoint> endpoints;
+  try {
+    endpoints = resolve_listen(iface, port);
+  } catch (const std::runtime_error& e) {
+    throw std::runtime_error("cannot listen on " + where + ": " + e.what());
+  }
+  int error = EADDRNOTAVAIL;
+  for (const endpoint& e : endpoints) {
+    unique_fd fd(::socket(e.family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!fd) {
+      error = errno;
+      continue;
+    }
+    int on = 1, off = 0;
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+    if (e.family == AF_INET6) ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off);
+    if (::bind(fd.get(), e.get(), e.length) == 0 && ::listen(fd.get(), SOMAXCONN) == 0) return fd;
+    error = errno;
+  }
+  throw std::runtime_error("cannot listen on " + where + ": " + system_reason(error));
+}
+
+std::uint16_t local_port(int fd)
+{
+  sockaddr_storage storage{};
+  socklen_t length = sizeof storage;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&storage), &length);
+  if (storage.ss_family == AF_INET6) return ntohs(reinterpret_cast<sockaddr_in6*>(&storage)->sin6_port);
+  return ntohs(reinterpret_cast<sockaddr_in*>(&storage)->sin_port);
+}
+
+std::string peer_name(int fd)
+{
+  sockaddr_storage storage{};
+  socklen_t length = sizeof storage;
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&storage), &length) != 0) return "unknown peer";
+  return to_string(reinterpret_cast<const sockaddr*>(&storage));
+}
+
+static void set_timeout(int fd, int option, std::chrono::nanoseconds timeout)
+{
+  auto micros = std::chrono::duration_cast<std::chrono::microseconds>(timeout).count();
+  timeval tv{static_cast<time_t>(micros / 1000000), static_cast<suseconds_t>(micros % 1000000)};
+  ::setsockopt(fd, SOL_SOCKET, option, &tv, sizeof tv);
+}
+
+unique_fd connect_to(const address& where, std::optional<std::chrono::nanoseconds> timeout)
+{
+  int error = EADDRNOTAVAIL;
+  for (const endpoint& e : resolve(where.host, where.port)) {
+    unique_fd fd(::socket(e.family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!fd) {
+      error = errno;
+      continue;
+    }
+    if (timeout) {
+      set_timeout(fd.get(), SO_SNDTIMEO, *timeout);  // Linux applies this one to connect()
+      set_timeout(fd.get(), SO_RCVTIMEO, *timeout);
+    }
+    int rc;
+    do rc = ::connect(fd.get(), e.get(), e.length);
+    while (rc != 0 && errno == EINTR);
+    if (rc == 0) return fd;
+    error = errno == EINPROGRESS ? ETIMEDOUT : errno;
+  }
+  throw std::runtime_error(system_reason(error));
+}
+
+int send_all(int fd, std::string_view data)
+{
+  while (!data.empty()) {
+    ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return errno;
+    data.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return 0;
+}
+
+void close_gracefully(unique_fd fd)
+{
+  ::shutdown(fd.get(), SHUT_WR);
+  set_timeout(fd.get(), SO_RCVTIMEO, linger_time);
+  auto deadline = std::chrono::steady_clock::now() + linger_time;
+  char discard[4096];
+  while (std::chrono::steady_clock::now() < deadline) {
+    ssize_t n = ::recv(fd.get(), discard, sizeof discard, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;  // the client closed, or vanished, or the linger time ran out
+  }
+}
+
+void set_nonblocking(int fd)
+{
+  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+}
+
+extern "C" void exit_now(int)
+{
+  static const char line[] = "Shutting down.\n";
+  [[maybe_unused]] auto n = ::write(STDOUT_FILENO, line, sizeof line - 1);
+  ::_exit(0);
+}
+
+void exit_on_signals()
+{
+  struct sigaction action {};
+  action.sa_handler = exit_now;
+  sigemptyset(&action.sa_mask);
+  ::sigaction(SIGINT, &action, nullptr);
+  ::sigaction(SIGTERM, &action, nullptr);
+}
+
+}  // namespace poetry

@@ -1,0 +1,69 @@
+// Socket plumbing for the models written with system calls (blocking, threaded, select).
+// Nothing here decides when a call may block; that is each model's lesson.
+#pragma once
+
+#include "common/address.hpp"
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+
+namespace poetry {
+
+// Owns one file descriptor and closes it once.
+class unique_fd {
+public:
+  unique_fd() = default;
+  explicit unique_fd(int fd) : fd_(fd) {}
+  unique_fd(unique_fd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  unique_fd& operator=(unique_fd&& other) noexcept
+  {
+    reset(std::exchange(other.fd_, -1));
+    return *this;
+  }
+  unique_fd(const unique_fd&) = delete;
+  unique_fd& operator=(const unique_fd&) = delete;
+  ~unique_fd() { reset(); }
+
+  int get() const { return fd_; }
+  explicit operator bool() const { return fd_ >= 0; }
+  void reset(int fd = -1);
+
+private:
+  int fd_ = -1;
+};
+
+// How long a server keeps reading (and discarding) after its last byte, waiting for the
+// client to close first, so that unread client input never turns the close into a reset.
+constexpr std::chrono::seconds linger_time{1};
+
+// A blocking listening socket on iface:port, with SO_REUSEADDR (restartable at once) and
+// dual-stack for "::". Throws std::runtime_error("cannot listen on IFACE:PORT: reason").
+unique_fd listen_on(const std::string& iface, std::uint16_t port);
+
+// The port a socket is bound to, and the address of its peer ("127.0.0.1:51234").
+std::uint16_t local_port(int fd);
+std::string peer_name(int fd);
+
+// Connects to each address of where in turn until one answers (a blocking connect).
+// With a timeout, connect and every later recv give up after that long without progress.
+// Throws std::runtime_error with the reason of the last failure.
+unique_fd connect_to(const address& where, std::optional<std::chrono::nanoseconds> timeout);
+
+// Sends all of data with blocking send() calls, never raising SIGPIPE. Returns 0 or an errno.
+int send_all(int fd, std::string_view data);
+
+// The end of a poem on a blocking socket: half-close, discard what the client sent until it
+// closes or linger_time passes, then close.
+void close_gracefully(unique_fd fd);
+
+void set_nonblocking(int fd);
+
+// SIGINT and SIGTERM print "Shutting down." and end the process with status 0 at once;
+// the kernel closes every socket. (The blocking and threaded servers use this.)
+void exit_on_signals();
+
+}  // namespace poetry
