@@ -1,0 +1,40 @@
+# Shared by scripts/test, scripts/tour and scripts/bench: install what is missing, build.
+# Source it; it defines functions only.
+
+poetry_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+# The Debian packages every script needs: compiler, CMake, Boost, and netcat for the tests.
+poetry_base_packages=(g++ cmake make libboost-dev libboost-program-options-dev libboost-test-dev netcat-openbsd)
+
+# ensure_packages PKG...: installs the missing ones with apt-get (as root), sudo apt-get
+# (where sudo is available), or prints the exact command and exits non-zero.
+ensure_packages() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local install=(apt-get install -y --no-install-recommends "${missing[@]}")
+  echo "Installing missing packages: ${missing[*]}" >&2
+  if [ "$(id -u)" -eq 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive "${install[@]}" >&2
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive "${install[@]}" >&2
+  else
+    echo "Missing packages. Please run, as root:" >&2
+    echo "  apt-get update && ${install[*]}" >&2
+    exit 1
+  fi || { echo "Could not install: ${missing[*]}" >&2; exit 1; }
+}
+
+# build_project DIR [CMAKE_ARGS...]: configures (once) and builds the whole project into DIR.
+build_project() {
+  local dir=$1
+  shift
+  cmake -S "$poetry_root" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null || return 1
+  cmake --build "$dir" -j "$(nproc)" -- --no-print-directory >/dev/null || {
+    # Show the errors: build again, serially, with its output.
+    cmake --build "$dir" -j 1
+    return 1
+  }
+}

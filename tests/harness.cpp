@@ -1,0 +1,317 @@
+#include "harness.hpp"
+
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace poetry::test {
+
+std::vector<std::string> models()
+{
+  std::vector<std::string> result;
+  std::stringstream list(POETRY_MODELS);
+  for (std::string model; std::getline(list, model, ',');)
+    if (!model.empty()) result.push_back(model);
+  return result;
+}
+
+std::string build_dir() { return POETRY_BUILD_DIR; }
+std::string source_dir() { return POETRY_SOURCE_DIR; }
+std::string program(const std::string& model, const std::string& name) { return build_dir() + "/" + model + "/" + name; }
+
+child::child(std::vector<std::string> argv, spawn_options options)
+{
+  int out[2], err[2], in[2] = {-1, -1};
+  if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
+  if (options.stdin_pipe && ::pipe2(in, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
+  std::vector<char*> args;
+  for (auto& a : argv) args.push_back(a.data());
+  args.push_back(nullptr);
+  rlimit files{};
+  if (options.max_files) {
+    rlimit current{};
+    ::getrlimit(RLIMIT_NOFILE, &current);
+    files.rlim_cur = *options.max_files;
+    files.rlim_max = std::max<rlim_t>(current.rlim_max, *options.max_files);
+  }
+  pid_ = ::fork();
+  if (pid_ < 0) throw std::runtime_error(std::string("fork failed: ") + std::strerror(errno));
+  if (pid_ == 0) {
+    // In the child: only async-signal-safe calls until exec.
+    int devnull = ::open("/dev/null", O_RDONLY);
+    ::dup2(options.stdin_pipe ? in[0] : devnull, STDIN_FILENO);
+    ::dup2(out[1], STDOUT_FILENO);
+    ::dup2(err[1], STDERR_FILENO);
+    if (options.max_files) ::setrlimit(RLIMIT_NOFILE, &files);
+    if (options.default_sigpipe) ::signal(SIGPIPE, SIG_DFL);
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    ::execv(args[0], args.data());
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  ::close(err[1]);
+  if (options.stdin_pipe) {
+    ::close(in[0]);
+    stdin_fd_ = in[1];
+  }
+  pidfd_ = static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0));
+  out_reader_ = std::thread([this, fd = out[0]] { collect(fd, out_); });
+  err_reader_ = std::thread([this, fd = err[0]] { collect(fd, err_); });
+}
+
+void child::collect(int fd, std::string& into)
+{
+  char buffer[65536];
+  for (;;) {
+    ssize_t n = ::read(fd, buffer, sizeof buffer);
+    if (n < 0 && errno == EINTR) continue;
+    std::lock_guard lock(mutex_);
+    if (n <= 0) {
+      (&into == &out_ ? out_closed_ : err_closed_) = true;
+      changed_.notify_all();
+      break;
+    }
+    into.append(buffer, static_cast<std::size_t>(n));
+    changed_.notify_all();
+  }
+  ::close(fd);
+}
+
+child::~child()
+{
+  if (running()) {
+    ::kill(pid_, SIGKILL);
+    wait(10s);
+  }
+  if (stdin_fd_ >= 0) ::close(stdin_fd_);
+  // The readers end when the pipes close, which is when the child (and anything it left) is gone.
+  if (out_reader_.joinable()) out_reader_.join();
+  if (err_reader_.joinable()) err_reader_.join();
+  if (pidfd_ >= 0) ::close(pidfd_);
+}
+
+std::optional<std::string> child::wait_for_line(const std::string& prefix, std::chrono::milliseconds bound)
+{
+  std::unique_lock lock(mutex_);
+  std::optional<std::string> found;
+  changed_.wait_for(lock, bound, [&] {
+    std::size_t at = 0;
+    while (at < out_.size()) {
+      auto end = out_.find('\n', at);
+      if (end == std::string::npos) break;
+      if (out_.compare(at, prefix.size(), prefix) == 0) {
+        found = out_.substr(at, end - at);
+        return true;
+      }
+      at = end + 1;
+    }
+    return out_closed_;
+  });
+  return found;
+}
+
+bool child::wait_for_output(const std::string& text, std::chrono::milliseconds bound, bool on_stderr)
+{
+  std::unique_lock lock(mutex_);
+  return changed_.wait_for(lock, bound, [&] {
+    return (on_stderr ? err_ : out_).find(text) != std::string::npos;
+  });
+}
+
+std::optional<int> child::wait(std::chrono::milliseconds bound)
+{
+  if (status_) return status_;
+  pollfd p{pidfd_, POLLIN, 0};
+  auto deadline = std::chrono::steady_clock::now() + bound;
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    int rc = ::poll(&p, 1, static_cast<int>(std::max<long long>(0, left.count())));
+    if (rc < 0 && errno == EINTR) continue;
+    if (rc <= 0) return std::nullopt;
+    break;
+  }
+  int raw = 0;
+  while (::waitpid(pid_, &raw, 0) < 0 && errno == EINTR) {}
+  status_ = WIFEXITED(raw) ? WEXITSTATUS(raw) : 128 + WTERMSIG(raw);
+  // Let the readers finish collecting what the program printed before it ended.
+  std::unique_lock lock(mutex_);
+  changed_.wait_for(lock, 5s, [&] { return out_closed_ && err_closed_; });
+  return status_;
+}
+
+void child::signal(int sig)
+{
+  if (!status_) ::kill(pid_, sig);
+}
+
+void child::close_stdin()
+{
+  if (stdin_fd_ >= 0) ::close(stdin_fd_);
+  stdin_fd_ = -1;
+}
+
+void child::write_stdin(const std::string& data)
+{
+  std::string_view left = data;
+  while (!left.empty() && stdin_fd_ >= 0) {
+    ssize_t n = ::write(stdin_fd_, left.data(), left.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    left.remove_prefix(static_cast<std::size_t>(n));
+  }
+}
+
+std::string child::out()
+{
+  std::lock_guard lock(mutex_);
+  return out_;
+}
+
+std::string child::err()
+{
+  std::lock_guard lock(mutex_);
+  return err_;
+}
+
+bool child::running()
+{
+  if (status_) return false;
+  return !wait(0ms).has_value();
+}
+
+server::server(const std::string& model, const std::string& poem_file, std::vector<std::string> extra,
+               spawn_options options)
+  : process_([&] {
+      std::vector<std::string> argv{program(model, "server"), "--port", "0"};
+      argv.insert(argv.end(), extra.begin(), extra.end());
+      argv.push_back(poem_file);
+      return argv;
+    }(), options)
+{
+  auto line = process_.wait_for_line("Serving ", 20s);
+  if (!line) throw std::runtime_error(model + " server did not start: " + process_.err());
+  auto at = line->rfind("on port ");
+  if (at == std::string::npos) throw std::runtime_error("unexpected first line: " + *line);
+  port_ = static_cast<std::uint16_t>(std::stoi(line->substr(at + 8)));
+}
+
+server::~server()
+{
+  process_.signal(SIGTERM);
+  if (!process_.wait(10s)) process_.signal(SIGKILL);
+}
+
+result run(std::vector<std::string> argv, std::chrono::milliseconds bound, spawn_options options)
+{
+  auto start = std::chrono::steady_clock::now();
+  child c(std::move(argv), options);
+  auto status = c.wait(bound);
+  result r;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (!status) {
+    c.signal(SIGKILL);
+    c.wait(10s);
+  }
+  r.status = status.value_or(-1);
+  r.out = c.out();
+  r.err = c.err();
+  return r;
+}
+
+result run_client(const std::string& model, std::vector<std::string> args, std::chrono::milliseconds bound)
+{
+  args.insert(args.begin(), program(model, "client"));
+  return run(std::move(args), bound);
+}
+
+temp_dir::temp_dir()
+{
+  std::string pattern = (std::filesystem::temp_directory_path() / "poetry-test-XXXXXX").string();
+  if (!::mkdtemp(pattern.data())) throw std::runtime_error("mkdtemp failed");
+  path_ = pattern;
+}
+
+temp_dir::~temp_dir()
+{
+  std::error_code ignored;
+  std::filesystem::remove_all(path_, ignored);
+}
+
+std::string temp_dir::write(const std::string& name, const std::string& content) const
+{
+  std::string file = path_ + "/" + name;
+  std::ofstream(file, std::ios::binary) << content;
+  return file;
+}
+
+std::string read_file(const std::string& path)
+{
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream all;
+  all << in.rdbuf();
+  return all.str();
+}
+
+std::string ascii_poem()
+{
+  return "Where, like a pillow on a bed,\nA pregnant bank swell'd up to rest\n"
+         "The violet's reclining head,\nSat we two, one another's best.\n";
+}
+
+std::string utf8_poem()
+{
+  // Chunks of 20 bytes split these three-byte characters in the middle.
+  return "床前明月光，\n疑是地上霜。\n举头望明月，\n低头思故乡。\n";
+}
+
+std::string binary_poem()
+{
+  std::string all;
+  for (int round = 0; round < 3; ++round)
+    for (int b = 0; b < 256; ++b) all.push_back(static_cast<char>(round % 2 ? 255 - b : b));
+  return all;
+}
+
+std::string large_poem(std::size_t bytes)
+{
+  std::string poem(bytes, '\0');
+  std::uint32_t x = 2463534242u;
+  for (auto& c : poem) {
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    c = static_cast<char>(x);
+  }
+  return poem;
+}
+
+double cpu_seconds(pid_t pid)
+{
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto close = stat.rfind(')');
+  if (close == std::string::npos) return 0;
+  std::istringstream fields(stat.substr(close + 2));
+  std::string field;
+  long long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && fields >> field; ++i) {
+    if (i == 14) utime = std::stoll(field);
+    if (i == 15) stime = std::stoll(field);
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+}  // namespace poetry::test

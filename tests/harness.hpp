@@ -1,0 +1,115 @@
+// Test harness: start the real programs, wait on events (a line of output, a process exit),
+// always with a bound, and clean up every process a test started.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <sys/types.h>
+
+namespace poetry::test {
+
+using namespace std::chrono_literals;
+
+// The models this build has, in course order, and where their programs are.
+std::vector<std::string> models();
+std::string build_dir();
+std::string program(const std::string& model, const std::string& name);  // "server" or "client"
+std::string source_dir();
+
+struct spawn_options {
+  std::optional<unsigned long> max_files;  // RLIMIT_NOFILE for the child
+  bool default_sigpipe = true;              // the child starts with SIGPIPE at SIG_DFL
+  bool stdin_pipe = false;                  // give the child a pipe as stdin (else /dev/null)
+};
+
+// A running program whose stdout and stderr are collected in the background.
+class child {
+public:
+  explicit child(std::vector<std::string> argv, spawn_options options = {});
+  child(const child&) = delete;
+  child& operator=(const child&) = delete;
+  ~child();  // SIGKILL if still running, then reap
+
+  pid_t pid() const { return pid_; }
+  // Waits until stdout holds a line starting with prefix; returns it (nullopt on timeout or exit).
+  std::optional<std::string> wait_for_line(const std::string& prefix, std::chrono::milliseconds bound);
+  // Waits until stdout (or stderr) contains text. Returns false on timeout.
+  bool wait_for_output(const std::string& text, std::chrono::milliseconds bound, bool on_stderr = false);
+  // Waits for the exit; returns the exit status (128+N for a signal), nullopt on timeout.
+  std::optional<int> wait(std::chrono::milliseconds bound);
+  void signal(int sig);
+  void close_stdin();
+  void write_stdin(const std::string& data);
+  std::string out();  // everything printed so far
+  std::string err();
+  bool running();
+
+private:
+  void collect(int fd, std::string& into);
+  pid_t pid_ = -1;
+  int pidfd_ = -1;
+  int stdin_fd_ = -1;
+  std::optional<int> status_;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::string out_, err_;
+  bool out_closed_ = false, err_closed_ = false;
+  std::thread out_reader_, err_reader_;
+};
+
+// A server of one model on port 0; the constructor waits for "Serving … on port N.".
+class server {
+public:
+  server(const std::string& model, const std::string& poem_file, std::vector<std::string> extra = {},
+         spawn_options options = {});
+  ~server();  // SIGTERM, bounded wait, SIGKILL as a last resort
+  std::uint16_t port() const { return port_; }
+  std::string address() const { return std::to_string(port_); }
+  child& process() { return process_; }
+
+private:
+  child process_;
+  std::uint16_t port_ = 0;
+};
+
+struct result {
+  int status = -1;  // exit status; -1 if it did not end within the bound
+  std::string out, err;
+  double seconds = 0;
+};
+
+// Runs a program to its end (killing it if it outlives the bound).
+result run(std::vector<std::string> argv, std::chrono::milliseconds bound = 60s, spawn_options options = {});
+result run_client(const std::string& model, std::vector<std::string> args, std::chrono::milliseconds bound = 60s);
+
+// A temporary folder, removed with everything in it at the end of the test.
+class temp_dir {
+public:
+  temp_dir();
+  ~temp_dir();
+  const std::string& path() const { return path_; }
+  std::string write(const std::string& name, const std::string& content) const;  // returns the file's path
+
+private:
+  std::string path_;
+};
+
+std::string read_file(const std::string& path);
+
+// Test poems: ASCII, UTF-8 split across chunks, every byte value, empty, and a large one.
+std::string ascii_poem();
+std::string utf8_poem();
+std::string binary_poem();
+std::string large_poem(std::size_t bytes);
+
+// CPU time (user + system) a process has used, in seconds, from /proc.
+double cpu_seconds(pid_t pid);
+
+}  // namespace poetry::test
