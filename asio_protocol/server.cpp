@@ -1,0 +1,151 @@
+// Slow Poetry server, model 5: asio_protocol. The same one thread and Asio loop as
+// asio_callbacks, but the handler chains have moved into a small reusable layer (protocol.hpp):
+// a Transport reads, writes, half-closes and lingers. What is left here is the poetry: a
+// Protocol whose methods the layer calls when something happens, as in Twisted or asyncio.
+//
+// The events of one PoetryServerProtocol (one client):
+//
+//   connection_made --> send a chunk --buffer_drained--> wait for the delay --> send a chunk --> ...
+//                          ^                  |            (none with --delay 0)     |
+//                          |                  +-- all sent: "Sent", write_eof        |
+//                          +---------------------------------------------------------+
+//   connection_lost before the last byte: "Lost"
+//
+// With --pull, a chunk also waits for the client to ask for it: data_received counts each
+// complete "poems" as one request (pull.hpp). Without it, data_received has nothing to do (the
+// Transport reads and drops what the client sends), and the client's end of stream only means
+// it has nothing more to say.
+#include "asio_protocol/protocol.hpp"
+#include "asio_protocol/pull.hpp"
+#include "common/asio.hpp"
+#include "common/errors.hpp"
+#include "common/options.hpp"
+#include "common/poem.hpp"
+#include "common/report.hpp"
+
+#include <chrono>
+#include <csignal>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace {
+
+using namespace poetry;
+namespace asio = boost::asio;
+using boost::system::error_code;
+using proto::Protocol;
+using proto::Transport;
+
+// Sends the poem to one client, a chunk every delay, then closes gracefully. Ownership: the
+// Transport owns this protocol and outlives it; the protocol keeps a reference to it.
+class PoetryServerProtocol : public Protocol {
+public:
+  PoetryServerProtocol(const std::string& poem, const server_options& options) : poem_(poem), options_(options) {}
+
+  void connection_made(Transport& transport) override
+  {
+    transport_ = &transport;
+    report_somebody(transport.peer());
+    do_next();
+  }
+
+  // With --pull, each complete request earns one chunk.
+  void data_received(std::string_view data) override
+  {
+    if (!options_.pull) return;
+    requests_ += counter_.count(data);
+    do_write();
+  }
+
+  // The client has nothing more to say. Keep sending, unless it was asking for each chunk.
+  bool eof_received() override { return !options_.pull; }
+
+  // The chunk is in the kernel: on to the next.
+  void buffer_drained() override
+  {
+    sent_ = next_;
+    do_next();
+  }
+
+  void connection_lost(const error_code& reason) override
+  {
+    if (sent_ < poem_.size()) report_lost(transport_->peer(), sent_, poem_.size(), reason.message());
+  }
+
+private:
+  // What follows a chunk: the next one (the first at once, later ones after the delay), or,
+  // when the poem is all sent, the graceful close.
+  void do_next()
+  {
+    if (sent_ == poem_.size()) {
+      report_sent(sent_, transport_->peer());
+      return transport_->write_eof();
+    }
+    if (sent_ == 0 || options_.delay == std::chrono::nanoseconds::zero()) return ready();
+    // The loop runs the callback when the delay is up; the Transport cancels it if the client goes.
+    transport_->call_later(options_.delay, [this] { ready(); });
+  }
+
+  void ready()
+  {
+    ready_ = true;
+    do_write();
+  }
+
+  // Sends one chunk, if its time has come (and, with --pull, the client has asked for it). The
+  // chunk points into the one shared poem: nothing is copied per client.
+  void do_write()
+  {
+    if (!ready_ || (options_.pull && requests_ == 0)) return;
+    ready_ = false;
+    if (options_.pull) --requests_;
+    std::string_view chunk = std::string_view(poem_).substr(next_, options_.num_bytes);
+    if (!options_.quiet) report_sending(chunk.size(), transport_->peer());
+    transport_->write(chunk);
+    next_ += chunk.size();
+  }
+
+  const std::string& poem_;
+  const server_options& options_;
+  Transport* transport_ = nullptr;
+  std::size_t sent_ = 0;   // written to the kernel
+  std::size_t next_ = 0;   // where the next chunk starts
+  bool ready_ = false;     // the delay since the last chunk is over
+  std::size_t requests_ = 0;  // --pull: requests not yet answered
+  request_counter counter_;
+};
+
+// Runs every connection on this one thread until a signal stops the loop.
+void serve(asio::io_context& io, proto::Server& listener, asio::signal_set& signals)
+{
+  // Ctrl-C or SIGTERM. Stopping the io_context abandons every pending operation at once, so
+  // run() returns and main ends; destroying the io_context then destroys the abandoned
+  // handlers, and with them the last shared_ptr to each Transport, whose socket closes.
+  signals.async_wait([&](error_code ec, int) {
+    if (ec) return;
+    report_shutting_down();
+    listener.close();
+    io.stop();
+  });
+  io.run();  // the event loop: returns only when a signal stops it
+}
+
+}  // namespace
+
+int main(int argc, char* argv[])
+{
+  return poetry::run_main(argv[0], [&] {
+    auto options = poetry::parse_server_options(argc, argv, {.pull = true});
+    if (!options) return 0;
+    std::string poem = poetry::load_poem(options->poem_file);
+    asio::io_context io(1);  // one thread runs every handler
+    // The factory: one protocol per connection, all sharing the one poem.
+    auto listener = proto::listen(io, options->iface, options->port,
+                                  [&] { return std::make_unique<PoetryServerProtocol>(poem, *options); });
+    asio::signal_set signals(io, SIGINT, SIGTERM);  // from here on, a signal is an event for the loop
+    poetry::report_serving(options->poem_file, listener->port());
+    serve(io, *listener, signals);
+    return 0;
+  });
+}

@@ -1,0 +1,41 @@
+#include "common/asio_listener.hpp"
+
+#include "common/address.hpp"
+
+#include <cstring>
+#include <stdexcept>
+#include <vector>
+
+namespace poetry {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+using boost::system::error_code;
+
+tcp::acceptor open_listener(asio::io_context& io, const std::string& iface, std::uint16_t port)
+{
+  std::string where = to_string(address{iface, port});
+  std::vector<endpoint> endpoints;
+  try {
+    endpoints = resolve_listen(iface, port);
+  } catch (const std::runtime_error& e) {
+    throw std::runtime_error("cannot listen on " + where + ": " + e.what());
+  }
+  error_code ec = make_error_code(boost::system::errc::address_not_available);
+  for (const endpoint& e : endpoints) {
+    tcp::endpoint at;
+    std::memcpy(at.data(), e.get(), e.length);
+    at.resize(e.length);
+    tcp::acceptor acceptor(io);
+    acceptor.open(at.protocol(), ec);
+    if (ec) continue;
+    acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+    if (at.protocol() == tcp::v6()) acceptor.set_option(asio::ip::v6_only(false), ec);
+    acceptor.bind(at, ec);
+    if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+    if (!ec) return acceptor;
+  }
+  throw std::runtime_error("cannot listen on " + where + ": " + ec.message());
+}
+
+}  // namespace poetry
