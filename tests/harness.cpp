@@ -1,7 +1,9 @@
 #include "harness.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -19,10 +21,14 @@ namespace poetry::test {
 
 std::vector<std::string> models()
 {
+  // POETRY_TEST_MODELS=blocking,threaded narrows a run to some models (the TSan build uses it).
+  const char* only = std::getenv("POETRY_TEST_MODELS");
+  std::string wanted = only ? "," + std::string(only) + "," : "";
   std::vector<std::string> result;
   std::stringstream list(POETRY_MODELS);
   for (std::string model; std::getline(list, model, ',');)
-    if (!model.empty()) result.push_back(model);
+    if (!model.empty() && (wanted.empty() || wanted.find("," + model + ",") != std::string::npos))
+      result.push_back(model);
   return result;
 }
 
@@ -195,14 +201,18 @@ bool child::running()
 server::server(const std::string& model, const std::string& poem_file, std::vector<std::string> extra,
                spawn_options options)
   : process_([&] {
-      std::vector<std::string> argv{program(model, "server"), "--port", "0"};
+      std::vector<std::string> argv{program(model, "server")};
+      if (std::find(extra.begin(), extra.end(), "-p") == extra.end()) argv.insert(argv.end(), {"--port", "0"});
       argv.insert(argv.end(), extra.begin(), extra.end());
       argv.push_back(poem_file);
       return argv;
     }(), options)
 {
   auto line = process_.wait_for_line("Serving ", 20s);
-  if (!line) throw std::runtime_error(model + " server did not start: " + process_.err());
+  if (!line) {
+    process_.wait(5s);
+    throw std::runtime_error(model + " server did not start: " + process_.err());
+  }
   auto at = line->rfind("on port ");
   if (at == std::string::npos) throw std::runtime_error("unexpected first line: " + *line);
   port_ = static_cast<std::uint16_t>(std::stoi(line->substr(at + 8)));
