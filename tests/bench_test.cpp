@@ -1,0 +1,181 @@
+// The race's tools: the load generator checks every byte and reports every failure, and
+// scripts/bench --quick runs the whole race on this build and writes its CSV and plot.
+#define BOOST_TEST_MODULE bench
+#include <boost/test/data/monomorphic.hpp>
+#include <boost/test/data/test_case.hpp>
+#include <boost/test/unit_test.hpp>
+
+#include "harness.hpp"
+
+#include "common/sockets.hpp"
+
+#include <algorithm>
+#include <regex>
+#include <sstream>
+
+namespace bdata = boost::unit_test::data;
+using namespace poetry::test;
+
+namespace {
+
+std::string loadgen() { return build_dir() + "/bench/loadgen"; }
+
+// The value of key=value in loadgen's summary line, or -1 when it is missing.
+double summary_value(const std::string& out, const std::string& key)
+{
+  std::smatch match;
+  if (!std::regex_search(out, match, std::regex("(^| )" + key + "=([0-9.]+)"))) return -1;
+  return std::stod(match[2]);
+}
+
+// A model that serves clients at once (loadgen's own tests need no more than one).
+std::string concurrent_model()
+{
+  for (const auto& model : models())
+    if (model != "blocking") return model;
+  return models().front();
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(loadgen_tool)
+
+BOOST_DATA_TEST_CASE(every_client_gets_every_byte, bdata::make(models()), model)
+{
+  temp_dir dir;
+  std::string poem = dir.write("poem.txt", ascii_poem());
+  server s(model, poem, {"-q", "--delay", "0.001", "--num-bytes", "50"});
+  int clients = model == "blocking" ? 3 : 20;
+  auto r = run({loadgen(), "--port", s.address(), "--clients", std::to_string(clients), "--expect", poem,
+                "--csv", dir.path() + "/clients.csv"});
+  BOOST_TEST(r.status == 0, r.out << r.err);
+  BOOST_TEST(summary_value(r.out, "ok") == clients);
+  BOOST_TEST(summary_value(r.out, "failed") == 0);
+  BOOST_TEST(summary_value(r.out, "bytes") == clients * ascii_poem().size());
+  BOOST_TEST(summary_value(r.out, "p50") <= summary_value(r.out, "max"));
+  // The per-client file: a header and one line per client, each marked ok.
+  std::string csv = read_file(dir.path() + "/clients.csv");
+  BOOST_TEST(std::count(csv.begin(), csv.end(), '\n') == clients + 1);
+  BOOST_TEST(csv.find(",0,") == std::string::npos, csv);
+}
+
+BOOST_AUTO_TEST_CASE(binary_and_empty_poems_are_exact)
+{
+  temp_dir dir;
+  for (const auto& content : {binary_poem(), std::string()}) {
+    std::string poem = dir.write("poem.bin", content);
+    server s(concurrent_model(), poem, {"-q", "--delay", "0", "--num-bytes", "7"});
+    auto r = run({loadgen(), "--port", s.address(), "--clients", "5", "--expect", poem});
+    BOOST_TEST(r.status == 0, r.out << r.err);
+    BOOST_TEST(summary_value(r.out, "ok") == 5);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(a_wrong_byte_fails_every_client)
+{
+  temp_dir dir;
+  std::string sent = ascii_poem(), expected = sent;
+  expected[expected.size() / 2] ^= 1;
+  server s(concurrent_model(), dir.write("sent.txt", sent), {"-q", "--delay", "0"});
+  auto r = run({loadgen(), "--port", s.address(), "--clients", "4", "--expect", dir.write("expected.txt", expected)});
+  BOOST_TEST(r.status == 1);
+  BOOST_TEST(summary_value(r.out, "failed") == 4);
+  BOOST_TEST(r.err.find("4 of 4 clients failed: byte " + std::to_string(expected.size() / 2) + " differs") !=
+               std::string::npos,
+             r.err);
+}
+
+BOOST_AUTO_TEST_CASE(short_and_long_poems_fail)
+{
+  temp_dir dir;
+  std::string poem = ascii_poem();
+  server s(concurrent_model(), dir.write("sent.txt", poem), {"-q", "--delay", "0"});
+  auto longer = run({loadgen(), "--port", s.address(), "--expect", dir.write("longer.txt", poem + "more")});
+  BOOST_TEST(longer.status == 1);
+  BOOST_TEST(longer.err.find("short poem: " + std::to_string(poem.size()) + " of") != std::string::npos, longer.err);
+  auto shorter = run({loadgen(), "--port", s.address(), "--expect", dir.write("shorter.txt", poem.substr(1))});
+  BOOST_TEST(shorter.status == 1);
+  BOOST_TEST(shorter.err.find("differs") != std::string::npos, shorter.err);
+}
+
+BOOST_AUTO_TEST_CASE(refused_connections_are_reported_not_retried)
+{
+  temp_dir dir;
+  std::string poem = dir.write("poem.txt", ascii_poem());
+  // A port that was just free: bind it, learn it, close it; nothing listens there now.
+  std::uint16_t port = 0;
+  {
+    poetry::unique_fd listener = poetry::listen_on("127.0.0.1", 0);
+    port = poetry::local_port(listener.get());
+  }
+  auto r = run({loadgen(), "--port", std::to_string(port), "--clients", "3", "--expect", poem}, 10s);
+  BOOST_TEST(r.status == 1);
+  BOOST_TEST(summary_value(r.out, "failed") == 3);
+  BOOST_TEST(r.err.find("3 of 3 clients failed: connect: Connection refused") != std::string::npos, r.err);
+}
+
+BOOST_AUTO_TEST_CASE(a_stalled_server_times_out)
+{
+  temp_dir dir;
+  std::string poem = dir.write("poem.txt", ascii_poem());
+  server s(concurrent_model(), poem, {"-q", "--delay", "30"});
+  auto r = run({loadgen(), "--port", s.address(), "--clients", "2", "--expect", poem, "--timeout", "0.3"}, 10s);
+  BOOST_TEST(r.status == 1);
+  BOOST_TEST(r.err.find("no progress for 0.3 s") != std::string::npos, r.err);
+}
+
+BOOST_AUTO_TEST_CASE(bad_command_lines_exit_2)
+{
+  temp_dir dir;
+  std::string poem = dir.write("poem.txt", "x");
+  for (std::vector<std::string> args : std::vector<std::vector<std::string>>{
+         {"--expect", poem},
+         {"--port", "1"},
+         {"--port", "0", "--expect", poem},
+         {"--port", "1", "--expect", poem, "--clients", "0"},
+         {"--port", "1", "--expect", poem, "--clients", "many"},
+         {"--port", "1", "--expect", poem, "--timeout", "-1"},
+         {"--port", "1", "--expect", poem, "--bogus"},
+       }) {
+    args.insert(args.begin(), loadgen());
+    auto r = run(args, 10s);
+    BOOST_TEST(r.status == 2, args.back() << ": " << r.err);
+  }
+  auto help = run({loadgen(), "--help"}, 10s);
+  BOOST_TEST(help.status == 0);
+  BOOST_TEST(help.out.find("--clients") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(bench_script)
+
+// The whole race in quick mode on this build: every model runs, every run is byte-exact,
+// and the CSV and the plot are written.
+BOOST_AUTO_TEST_CASE(quick_race_writes_csv_and_plot)
+{
+  temp_dir dir;
+  std::string list;
+  for (const auto& model : models()) list += (list.empty() ? "" : ",") + model;
+  auto r = run({source_dir() + "/scripts/bench", "--quick", "--build", build_dir(), "--models", list, "--out",
+                dir.path()},
+               300s);
+  BOOST_TEST(r.status == 0, r.out << r.err);
+  std::string csv = read_file(dir.path() + "/bench.csv");
+  for (const auto& model : models()) {
+    BOOST_TEST(csv.find("\nrace," + model + ",1,") != std::string::npos, model);
+    BOOST_TEST(csv.find("\nrace," + model + ",10,") != std::string::npos, model);
+    BOOST_TEST(csv.find("\nthroughput," + model + ",") != std::string::npos, model);
+  }
+  BOOST_TEST(csv.find("\nthroughput,socat,") != std::string::npos);
+  std::string svg = read_file(dir.path() + "/bench.svg");
+  BOOST_TEST(svg.rfind("<svg", 0) == 0);
+  BOOST_TEST(svg.find("</svg>") != std::string::npos);
+  for (const auto& model : models()) BOOST_TEST(svg.find(">" + model + "</text>") != std::string::npos, model);
+  // The table fits 80 columns (the lines naming the output files aside).
+  std::istringstream table(r.out);
+  for (std::string line; std::getline(table, line);)
+    if (line.find(dir.path()) == std::string::npos) BOOST_TEST(line.size() <= 80u, line);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
