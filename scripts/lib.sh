@@ -27,14 +27,24 @@ ensure_packages() {
   fi || { echo "Could not install: ${missing[*]}" >&2; exit 1; }
 }
 
-# build_project DIR [CMAKE_ARGS...]: configures (once) and builds the whole project into DIR.
+# build_project DIR [CMAKE_ARGS...]: configures and builds the whole project into DIR, with a
+# progress line on a terminal (the first build takes a few minutes: Asio is heavy to compile).
 build_project() {
   local dir=$1
   shift
+  echo "Building in $dir ..." >&2
   cmake -S "$poetry_root" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null || return 1
-  cmake --build "$dir" -j "$(nproc)" -- --no-print-directory >/dev/null || {
+  local ok=1 line
+  while IFS= read -r line; do
+    case $line in
+      "build status "*) ok=${line#build status } ;;
+      \[*%\]*) [ -t 2 ] && printf '\r  %s' "${line%%]*}]" >&2 ;;
+    esac
+  done < <({ cmake --build "$dir" -j "$(nproc)" 2>&1; echo "build status $?"; })
+  [ -t 2 ] && printf '\r' >&2
+  if [ "$ok" -ne 0 ]; then
     # Show the errors: build again, serially, with its output.
     cmake --build "$dir" -j 1
     return 1
-  }
+  fi
 }
