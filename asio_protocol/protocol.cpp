@@ -155,9 +155,14 @@ void Transport::finish(const error_code& reason)
 
 TimerHandle Transport::call_later(std::chrono::nanoseconds delay, std::function<void()> callback)
 {
+  return call_at(std::chrono::steady_clock::now() + delay, std::move(callback));
+}
+
+TimerHandle Transport::call_at(std::chrono::steady_clock::time_point when, std::function<void()> callback)
+{
   if (state_ == state::closed) return {};
   auto s = std::make_shared<TimerHandle::state>(socket_.get_executor());
-  s->timer.expires_after(delay);
+  s->timer.expires_at(when);
   std::erase_if(timers_, [](const auto& weak) { return weak.expired(); });
   timers_.push_back(s);
   s->timer.async_wait([self = shared_from_this(), s, callback = std::move(callback)](const error_code& ec) {

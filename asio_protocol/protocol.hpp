@@ -8,7 +8,7 @@
 //          Transport (one per connection; owns the socket and the Protocol from factory())
 //              |  calls the Protocol:  connection_made -> data_received* -> eof_received?
 //              |                       -> connection_lost (exactly once)
-//              |  the Protocol calls:  write, write_eof, close, abort, call_later
+//              |  the Protocol calls:  write, write_eof, close, abort, call_later, call_at
 //
 // The states of one Transport:
 //
@@ -104,8 +104,10 @@ public:
   // The peer's address, "127.0.0.1:51234" or "[::1]:51234".
   const std::string& peer() const { return peer_; }
 
-  // Runs callback after delay, on the loop, unless cancelled or the connection is closed first.
+  // Runs callback after delay (call_later) or at a time (call_at), on the loop, unless it is
+  // cancelled or the connection closes first. Like asyncio's loop.call_later and loop.call_at.
   TimerHandle call_later(std::chrono::nanoseconds delay, std::function<void()> callback);
+  TimerHandle call_at(std::chrono::steady_clock::time_point when, std::function<void()> callback);
 
   // Gives the connection its Protocol and starts it: connection_made, then reading.
   void start(std::unique_ptr<Protocol> protocol);

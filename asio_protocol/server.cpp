@@ -23,6 +23,7 @@
 #include "common/poem.hpp"
 #include "common/report.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <memory>
@@ -35,6 +36,7 @@ using namespace poetry;
 namespace asio = boost::asio;
 using boost::system::error_code;
 using proto::Protocol;
+using steady_clock = std::chrono::steady_clock;
 using proto::Transport;
 
 // Sends the poem to one client, a chunk every delay, then closes gracefully. Ownership: the
@@ -47,6 +49,7 @@ public:
   {
     transport_ = &transport;
     report_somebody(transport.peer());
+    due_ = steady_clock::now();  // the first chunk is due at once
     do_next();
   }
 
@@ -83,10 +86,20 @@ private:
       return transport_->write_eof();
     }
     if (sent_ == 0 || options_.delay == std::chrono::nanoseconds::zero()) return ready();
-    // The loop runs the callback when the delay is up; the Transport cancels it if the client goes.
-    transport_->call_later(options_.delay, [this] { ready(); });
+    do_wait();
   }
 
+  // Waits for the delay without blocking: the Transport calls back when the next chunk is due
+  // (and never, if the client goes first). The next chunk is due a delay after this one was
+  // due, not after it was written, so time spent on other clients does not add up over a poem;
+  // if this one is late (a slow reader, a busy loop), the next is due at once, but never two at once.
+  void do_wait()
+  {
+    due_ = std::max(due_ + options_.delay, steady_clock::now());
+    transport_->call_at(due_, [this] { ready(); });
+  }
+
+  // The next chunk may go: now, or with --pull as soon as the client asks for it.
   void ready()
   {
     ready_ = true;
@@ -109,10 +122,11 @@ private:
   const std::string& poem_;
   const server_options& options_;
   Transport* transport_ = nullptr;
-  std::size_t sent_ = 0;   // written to the kernel
-  std::size_t next_ = 0;   // where the next chunk starts
-  bool ready_ = false;     // the delay since the last chunk is over
-  std::size_t requests_ = 0;  // --pull: requests not yet answered
+  std::size_t sent_ = 0;          // written to the kernel
+  std::size_t next_ = 0;          // where the next chunk starts
+  steady_clock::time_point due_;  // when the next chunk is due
+  bool ready_ = false;            // it is due
+  std::size_t requests_ = 0;      // --pull: requests not yet answered
   request_counter counter_;
 };
 

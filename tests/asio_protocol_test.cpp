@@ -1,0 +1,224 @@
+// The asio_protocol model: its --pull dialogue (each complete "poems" request earns exactly one
+// chunk, however TCP splits or joins the requests), and its server under a thousand clients.
+#define BOOST_TEST_MODULE asio_protocol
+#include <boost/test/data/monomorphic.hpp>
+#include <boost/test/data/test_case.hpp>
+#include <boost/test/unit_test.hpp>
+
+#include "harness.hpp"
+
+#include "common/poem.hpp"
+#include "common/sockets.hpp"
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+namespace bdata = boost::unit_test::data;
+using namespace poetry::test;
+
+namespace {
+
+struct poem_kind {
+  const char* name;
+  std::string (*make)();
+};
+std::ostream& operator<<(std::ostream& os, const poem_kind& k) { return os << k.name; }
+
+const poem_kind poem_kinds[] = {
+  {"ascii", ascii_poem},
+  {"utf8", utf8_poem},
+  {"binary", binary_poem},
+  {"empty", [] { return std::string(); }},
+};
+
+// A client written by hand, to send the requests exactly as a test wants them.
+class raw_client {
+public:
+  explicit raw_client(std::uint16_t port) : fd_(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0))
+  {
+    sockaddr_in at{};
+    at.sin_family = AF_INET;
+    at.sin_port = htons(port);
+    at.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    BOOST_TEST_REQUIRE(::connect(fd_.get(), reinterpret_cast<sockaddr*>(&at), sizeof at) == 0);
+    int on = 1;  // every send its own segment: split requests really travel split
+    ::setsockopt(fd_.get(), IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+  }
+
+  void send(std::string_view bytes) { BOOST_TEST_REQUIRE(poetry::send_all(fd_.get(), bytes) == 0); }
+  void shutdown_send() { ::shutdown(fd_.get(), SHUT_WR); }
+
+  // Reads exactly n bytes (fails the test after 10 s without them).
+  std::string read_exactly(std::size_t n)
+  {
+    std::string got;
+    while (got.size() < n) {
+      std::string more = read_some(n - got.size());
+      BOOST_TEST_REQUIRE(!more.empty(), "end of stream after " << got.size() << " of " << n << " bytes");
+      got += more;
+    }
+    return got;
+  }
+
+  // Reads until the server closes (fails the test after 10 s without it).
+  std::string read_to_end()
+  {
+    std::string got;
+    for (std::string more; !(more = read_some(65536)).empty();) got += more;
+    return got;
+  }
+
+private:
+  std::string read_some(std::size_t most)
+  {
+    pollfd p{fd_.get(), POLLIN, 0};
+    BOOST_TEST_REQUIRE(::poll(&p, 1, 10000) == 1, "nothing from the server for 10 s");
+    std::string buffer(most, '\0');
+    ssize_t n = ::recv(fd_.get(), buffer.data(), most, 0);
+    BOOST_TEST_REQUIRE(n >= 0, "recv: " << std::strerror(errno));
+    buffer.resize(static_cast<std::size_t>(n));
+    return buffer;
+  }
+
+  poetry::unique_fd fd_;
+};
+
+// The race's load generator: opens many connections at once and checks every byte.
+std::string loadgen() { return build_dir() + "/bench/loadgen"; }
+
+// Its one line on stdout, "clients=N ok=N failed=N wall=S ...", as name -> value.
+std::map<std::string, double> load_fields(const std::string& out)
+{
+  std::map<std::string, double> fields;
+  std::istringstream words(out);
+  for (std::string word; words >> word;)
+    if (auto eq = word.find('='); eq != std::string::npos) fields[word.substr(0, eq)] = std::stod(word.substr(eq + 1));
+  return fields;
+}
+
+// Peak resident memory of a running process (VmHWM in /proc/PID/status), in KiB.
+long peak_kib(pid_t pid)
+{
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(status, line);)
+    if (line.rfind("VmHWM:", 0) == 0) return std::stol(line.substr(6));
+  return -1;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(pull)
+
+BOOST_DATA_TEST_CASE(the_pull_client_gets_every_byte_from_the_pull_server, bdata::make(poem_kinds), kind)
+{
+  temp_dir dir;
+  std::string poem = kind.make();
+  server s("asio_protocol", dir.write("poem", poem), {"--pull", "--delay", "0", "--num-bytes", "7"});
+  auto r = run_client("asio_protocol", {"--pull", s.address()});
+  BOOST_TEST(r.status == 0, r.err);
+  BOOST_TEST(r.out == poem);
+  BOOST_TEST(s.process().wait_for_output("Sent " + std::to_string(poem.size()) + " bytes", 10s));
+}
+
+BOOST_AUTO_TEST_CASE(each_complete_request_earns_exactly_one_chunk)
+{
+  temp_dir dir;
+  std::string poem = large_poem(400);  // 20 chunks of 20 bytes: more than the test asks for
+  server s("asio_protocol", dir.write("poem", poem), {"--pull", "--delay", "0", "--num-bytes", "20"});
+  raw_client c(s.port());
+  std::string got;
+
+  // Split into single bytes: one request.
+  for (char letter : std::string("poems")) c.send(std::string_view(&letter, 1));
+  got += c.read_exactly(20);
+  // Three requests in one write: three chunks.
+  c.send("poemspoemspoems");
+  got += c.read_exactly(60);
+  // Split across writes in the middle of requests: two.
+  c.send("po");
+  c.send("emspoe");
+  c.send("ms");
+  got += c.read_exactly(40);
+  // Other bytes are not requests, and a false start does not hide the real one: one.
+  c.send("xxpopoemsx");
+  got += c.read_exactly(20);
+
+  // Seven requests sent. Closing our side ends the dialogue: the server closes too, and by
+  // then it must have sent seven chunks, not one byte more.
+  c.shutdown_send();
+  got += c.read_to_end();
+  BOOST_TEST(got.size() == 140u);
+  BOOST_TEST((got == poem.substr(0, 140)));
+  BOOST_TEST(s.process().wait_for_output("after 140 of 400 bytes: End of file", 10s), s.process().out());
+}
+
+BOOST_AUTO_TEST_CASE(after_the_last_chunk_the_server_half_closes_without_being_asked_again)
+{
+  temp_dir dir;
+  std::string poem = large_poem(100);  // 5 chunks
+  server s("asio_protocol", dir.write("poem", poem), {"--pull", "--delay", "0", "--num-bytes", "20"});
+  raw_client c(s.port());
+  c.send("poemspoemspoemspoemspoems");
+  BOOST_TEST((c.read_to_end() == poem));
+  c.shutdown_send();
+  BOOST_TEST(s.process().wait_for_output("Sent 100 bytes", 10s));
+  BOOST_TEST(s.process().out().find("Lost") == std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(the_pull_server_still_waits_the_delay_between_chunks)
+{
+  temp_dir dir;
+  std::string poem = large_poem(100);  // 5 chunks: at least 4 delays
+  server s("asio_protocol", dir.write("poem", poem), {"--pull", "--delay", "0.1", "--num-bytes", "20"});
+  auto r = run_client("asio_protocol", {"--pull", s.address()});
+  BOOST_TEST(r.status == 0, r.err);
+  BOOST_TEST((r.out == poem));
+  BOOST_TEST(r.seconds >= 0.4 * 0.9);
+}
+
+BOOST_AUTO_TEST_CASE(the_pull_client_also_reads_a_server_that_pushes)
+{
+  temp_dir dir;
+  std::string poem = utf8_poem();
+  // Requests sent to a pushing server are read and dropped.
+  server s("asio_protocol", dir.write("poem", poem), {"--delay", "0.001"});
+  auto r = run_client("asio_protocol", {"--pull", s.address()});
+  BOOST_TEST(r.status == 0, r.err);
+  BOOST_TEST(r.out == poem);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(load)
+
+BOOST_AUTO_TEST_CASE(a_thousand_clients_at_once_each_get_every_byte_in_about_the_time_of_one)
+{
+  BOOST_TEST_REQUIRE(std::filesystem::exists(loadgen()), "build bench/loadgen first");
+  temp_dir dir;
+  std::string poem = dir.write("poem", large_poem(400));
+  spawn_options room;
+  room.max_files = 1000 + 64;  // a descriptor for every client at once
+  server s("asio_protocol", poem, {"--delay", "0.1", "--num-bytes", "20", "--quiet"}, room);
+  double ideal = poetry::ideal_seconds(400, 20, 0.1);  // 1.9 s
+
+  result r = run({loadgen(), "--port", s.address(), "--clients", "1000", "--expect", poem}, 120s);
+  BOOST_TEST_INFO(r.out << r.err);
+  BOOST_TEST_REQUIRE(r.status == 0);
+  auto load = load_fields(r.out);
+  BOOST_TEST(load["ok"] == 1000);
+  // Every client overlaps with every other (generous for a busy test machine).
+  BOOST_TEST(load["max"] < ideal * 2);
+  // Each connection costs little: the poem is shared, not copied.
+  BOOST_TEST(peak_kib(s.process().pid()) < 32 * 1024);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
