@@ -185,15 +185,16 @@ public:
 
   // Starts every connection at once: the burst the server must absorb. Every few connects it
   // runs the handlers that are ready, so a connection is timed when it completes, not when the
-  // whole burst has been sent. (The sweep timer is pending work: poll never stops the loop.)
+  // whole burst has been sent. The timeout sweep starts once every client has started.
   void start(const tcp::endpoint& server)
   {
     start_ = clock_type::now();
-    do_sweep();
+    auto busy = asio::make_work_guard(io_);  // poll must not stop the loop while clients are to come
     for (std::size_t i = 0; i < clients_.size(); ++i) {
       clients_[i]->start(server);
       if (i % 64 == 63) io_.poll();
     }
+    if (finished_ < clients_.size()) do_sweep();
   }
 
   double now() const { return std::chrono::duration<double>(clock_type::now() - start_).count(); }
@@ -281,19 +282,19 @@ bool client::check_bytes(const char* data, std::size_t n)
 {
   auto& record = race_.record(index_);
   const std::string& poem = race_.poem();
-  if (record.bytes + n > poem.size()) {
+  std::size_t comparable = std::min(n, poem.size() - record.bytes);
+  const char* want = poem.data() + record.bytes;
+  if (auto [got, expected] = std::mismatch(data, data + comparable, want); got != data + comparable) {
+    finish("byte " + std::to_string(record.bytes + static_cast<std::size_t>(got - data)) + " differs");
+    return false;
+  }
+  if (comparable < n) {
     finish("more bytes than the poem has (" + std::to_string(record.bytes + n) + " of " +
            std::to_string(poem.size()) + ")");
     return false;
   }
-  const char* want = poem.data() + record.bytes;
-  if (std::equal(data, data + n, want)) {
-    record.bytes += n;
-    return true;
-  }
-  auto got = std::mismatch(data, data + n, want);
-  finish("byte " + std::to_string(record.bytes + static_cast<std::size_t>(got.first - data)) + " differs");
-  return false;
+  record.bytes += n;
+  return true;
 }
 
 void client::check_progress(clock_type::time_point now, std::chrono::nanoseconds timeout)

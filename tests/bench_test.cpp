@@ -59,6 +59,17 @@ BOOST_DATA_TEST_CASE(every_client_gets_every_byte, bdata::make(models()), model)
   BOOST_TEST(csv.find(",0,") == std::string::npos, csv);
 }
 
+// Many at once (fewer than a default descriptor limit of 1024 allows the server).
+BOOST_AUTO_TEST_CASE(five_hundred_clients_at_once)
+{
+  temp_dir dir;
+  std::string poem = dir.write("poem.txt", ascii_poem());
+  server s(concurrent_model(), poem, {"-q", "--delay", "0.01", "--num-bytes", "100"});
+  auto r = run({loadgen(), "--port", s.address(), "--clients", "500", "--expect", poem});
+  BOOST_TEST(r.status == 0, r.out << r.err);
+  BOOST_TEST(summary_value(r.out, "ok") == 500);
+}
+
 BOOST_AUTO_TEST_CASE(binary_and_empty_poems_are_exact)
 {
   temp_dir dir;
