@@ -68,6 +68,9 @@ public:
   void start()
   {
     report_somebody(peer_);
+    // Until the last byte, closing means "cut short". (Set on the native handle: Asio turns off
+    // a linger option set through it when it destroys the socket, as at shutdown.)
+    set_reset_on_close(socket_.native_handle(), true);
     timer_.expires_at(steady_clock::now());  // the first chunk is due at once
     do_read();
     do_next();
@@ -146,6 +149,7 @@ private:
   {
     lingering_ = true;
     error_code ignored;
+    set_reset_on_close(socket_.native_handle(), false);
     socket_.shutdown(tcp::socket::shutdown_send, ignored);
     if (client_closed_) return close();
     timer_.expires_after(linger_time);

@@ -118,6 +118,8 @@ void Transport::write_eof()
 void Transport::close(error_code reason)
 {
   if (state_ == state::closed || state_ == state::closing) return;
+  // A deliberate close: the peer sees an end of stream, not a reset (abort() is the reset).
+  poetry::set_reset_on_close(socket_.native_handle(), false);
   if (state_ == state::lingering) return finish(reason);
   state_ = state::closing;
   close_reason_ = reason;
@@ -132,6 +134,7 @@ void Transport::do_linger()
 {
   state_ = state::lingering;
   error_code ignored;
+  poetry::set_reset_on_close(socket_.native_handle(), false);  // from now on, close means "done"
   socket_.shutdown(tcp::socket::shutdown_send, ignored);
   if (peer_ended_) return finish({});
   call_later(poetry::linger_time, [this] { finish({}); });
@@ -207,6 +210,10 @@ void Server::on_accept(const error_code& ec, tcp::socket socket)
     });
     return;
   }
+  // Until write_eof, closing a server's connection resets it, so a client can tell a stream cut
+  // short (a crash, Ctrl-C) from one that ended. (Set on the native handle: Asio turns off a
+  // linger option set through it when it destroys the socket, as at shutdown.)
+  poetry::set_reset_on_close(socket.native_handle(), true);
   std::make_shared<Transport>(std::move(socket), server_read_buffer)->start(factory_());
   do_accept();
 }

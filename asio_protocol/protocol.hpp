@@ -96,9 +96,12 @@ public:
   // When everything queued is written: half-close (shutdown send), keep reading until the peer
   // closes or linger_time passes, then close. connection_lost() gets an empty reason.
   void write_eof();
-  // When everything queued is written: close. connection_lost() gets reason.
+  // When everything queued is written: close; the peer sees an end of stream.
+  // connection_lost() gets reason.
   void close(error_code reason = {});
-  // Close now, dropping whatever is queued. connection_lost() gets reason.
+  // Close now, dropping whatever is queued. On a server's connection the peer sees a reset,
+  // as it does when the server ends (Ctrl-C, a crash) before write_eof or close.
+  // connection_lost() gets reason.
   void abort(error_code reason = {});
 
   // The peer's address, "127.0.0.1:51234" or "[::1]:51234".

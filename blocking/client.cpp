@@ -6,8 +6,10 @@
 #include "common/report.hpp"
 #include "common/sockets.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <string>
+#include <vector>
 
 #include <sys/socket.h>
 
@@ -53,13 +55,12 @@ int main(int argc, char* argv[])
     if (!options) return 0;
     poetry::poem_output output(*options);
     poetry::stopwatch clock;
-    int got = 0, failed = 0;
     // One address after another: each download ends before the next starts.
-    for (std::size_t i = 0; i < options->addresses.size(); ++i) {
-      bool ok = get_poem(static_cast<int>(i + 1), options->addresses[i], *options, output);
-      (ok ? got : failed) += 1;
-    }
-    poetry::report_summary(got, failed, clock.seconds());
-    return failed == 0 ? 0 : 1;
+    std::vector<char> ok(options->addresses.size(), 0);
+    for (std::size_t i = 0; i < options->addresses.size(); ++i)
+      ok[i] = get_poem(static_cast<int>(i + 1), options->addresses[i], *options, output);
+    int got = static_cast<int>(std::count(ok.begin(), ok.end(), 1));
+    int failed = static_cast<int>(ok.size()) - got;
+    return poetry::report_summary(got, failed, clock.seconds());
   });
 }

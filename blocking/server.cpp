@@ -23,6 +23,7 @@ void send_poem(unique_fd client, const std::string& poem, const server_options& 
 {
   std::string peer = peer_name(client.get());
   report_somebody(peer);
+  set_reset_on_close(client.get(), true);  // until the last byte, closing means "cut short"
   std::size_t sent = 0;
   while (sent < poem.size()) {
     // The first chunk goes at once; each later one waits for the delay.

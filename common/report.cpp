@@ -84,12 +84,13 @@ void report_task_failed(int task, const address& from, const std::string& reason
   tell("Task " + std::to_string(task) + ": failed to get poetry from " + to_string(from) + ": " + reason);
 }
 
-void report_summary(int poems, int failed, double seconds)
+int report_summary(int poems, int failed, double seconds)
 {
   std::string line = "Got " + std::to_string(poems) + (poems == 1 ? " poem" : " poems") + " in " +
                      format_seconds(seconds);
   if (failed > 0) line += " (" + std::to_string(failed) + " failed)";
   tell(line);
+  return failed == 0 ? 0 : 1;
 }
 
 }  // namespace poetry

@@ -23,7 +23,8 @@ void report_task_start(int task, const address& from);
 void report_task_bytes(int task, std::size_t bytes, const address& from);
 void report_task_done(int task, std::size_t bytes, const address& from, double seconds);
 void report_task_failed(int task, const address& from, const std::string& reason);
-void report_summary(int poems, int failed, double seconds);
+// The client's last line; returns its exit status: 0 if every poem arrived, else 1.
+int report_summary(int poems, int failed, double seconds);
 
 // Seconds since a start point, for the client's timings.
 class stopwatch {

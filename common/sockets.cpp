@@ -91,6 +91,12 @@ unique_fd connect_to(const address& where, std::optional<std::chrono::nanosecond
   throw std::runtime_error(system_reason(error));
 }
 
+void set_reset_on_close(int fd, bool reset)
+{
+  linger option{reset ? 1 : 0, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &option, sizeof option);
+}
+
 int send_all(int fd, std::string_view data)
 {
   while (!data.empty()) {
@@ -104,6 +110,7 @@ int send_all(int fd, std::string_view data)
 
 void close_gracefully(unique_fd fd)
 {
+  set_reset_on_close(fd.get(), false);
   ::shutdown(fd.get(), SHUT_WR);
   set_timeout(fd.get(), SO_RCVTIMEO, linger_time);
   auto deadline = std::chrono::steady_clock::now() + linger_time;

@@ -53,10 +53,15 @@ std::string peer_name(int fd);
 // Throws std::runtime_error with the reason of the last failure.
 unique_fd connect_to(const address& where, std::optional<std::chrono::nanoseconds> timeout);
 
+// Until the poem is complete, closing a server's connection resets it (SO_LINGER 0): a client
+// then sees "Connection reset by peer" and can tell a poem cut short -- by a lost thread, a
+// crash, Ctrl-C -- from a complete one, which ends with a normal end of stream.
+void set_reset_on_close(int fd, bool reset);
+
 // Sends all of data with blocking send() calls, never raising SIGPIPE. Returns 0 or an errno.
 int send_all(int fd, std::string_view data);
 
-// The end of a poem on a blocking socket: half-close, discard what the client sent until it
+// The end of a poem on a blocking socket: no more reset on close, half-close, discard what the client sent until it
 // closes or linger_time passes, then close.
 void close_gracefully(unique_fd fd);
 

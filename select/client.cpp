@@ -189,7 +189,6 @@ int main(int argc, char* argv[])
     get_poems(tasks, *options, output);
     int got = static_cast<int>(std::count_if(tasks.begin(), tasks.end(), [](const task& t) { return t.is == state::done; }));
     int failed = static_cast<int>(tasks.size()) - got;
-    poetry::report_summary(got, failed, clock.seconds());
-    return failed == 0 ? 0 : 1;
+    return poetry::report_summary(got, failed, clock.seconds());
   });
 }

@@ -94,6 +94,7 @@ void send_poem(connection& c, const std::string& poem, const server_options& opt
   }
   // The last byte is out: half-close, then read until the client closes or linger_time passes.
   report_sent(c.sent, c.peer);
+  set_reset_on_close(c.socket.get(), false);
   ::shutdown(c.socket.get(), SHUT_WR);
   c.is = c.client_closed ? state::closed : state::lingering;
   c.deadline = now + linger_time;
@@ -145,6 +146,7 @@ bool accept_clients(const unique_fd& listener, std::map<int, connection>& connec
       return false;
     }
     report_somebody(peer);
+    set_reset_on_close(client.get(), true);  // until the last byte, closing means "cut short"
     int fd = client.get();
     connections.emplace(fd, connection{.socket = std::move(client), .peer = peer, .deadline = steady_clock::now()});
   }
