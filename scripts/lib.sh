@@ -14,17 +14,25 @@ ensure_packages() {
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
-  local install=(apt-get install -y --no-install-recommends "${missing[@]}")
-  echo "Installing missing packages: ${missing[*]}" >&2
-  if [ "$(id -u)" -eq 0 ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive "${install[@]}" >&2
-  elif command -v sudo >/dev/null 2>&1; then
-    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive "${install[@]}" >&2
-  else
-    echo "Missing packages. Please run, as root:" >&2
-    echo "  apt-get update && ${install[*]}" >&2
+  local install=(apt-get install -y --no-install-recommends "${missing[@]}") sudo=() log
+  echo "Installing missing packages: ${missing[*]} ..." >&2
+  if [ "$(id -u)" -ne 0 ]; then
+    if ! command -v sudo >/dev/null 2>&1; then
+      echo "Missing packages. Please run, as root:" >&2
+      echo "  apt-get update && ${install[*]}" >&2
+      exit 1
+    fi
+    sudo=(sudo)
+  fi
+  log=$(mktemp)
+  if ! { "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q &&
+         "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive "${install[@]}"; } >"$log" 2>&1; then
+    cat "$log" >&2
+    rm -f "$log"
+    echo "Could not install: ${missing[*]}" >&2
     exit 1
-  fi || { echo "Could not install: ${missing[*]}" >&2; exit 1; }
+  fi
+  rm -f "$log"
 }
 
 # build_project DIR [CMAKE_ARGS...]: configures and builds the whole project into DIR, with a
