@@ -83,14 +83,29 @@ static std::vector<endpoint> get_addresses(const char* host, std::uint16_t port,
   return result;
 }
 
+// "localhost" is always the loopback addresses, even on a machine whose /etc/hosts does not
+// say so (a minimal container): the name is reserved for exactly that.
+static std::vector<endpoint> get_addresses_or_loopback(const std::string& host, std::uint16_t port, int flags)
+{
+  try {
+    return get_addresses(host.c_str(), port, flags);
+  } catch (const std::runtime_error&) {
+    if (host != "localhost") throw;
+    auto result = get_addresses("127.0.0.1", port, flags | AI_NUMERICHOST);
+    auto v6 = get_addresses("::1", port, flags | AI_NUMERICHOST);
+    result.insert(result.end(), v6.begin(), v6.end());
+    return result;
+  }
+}
+
 std::vector<endpoint> resolve(const std::string& host, std::uint16_t port)
 {
-  return get_addresses(host.c_str(), port, 0);
+  return get_addresses_or_loopback(host, port, 0);
 }
 
 std::vector<endpoint> resolve_listen(const std::string& iface, std::uint16_t port)
 {
-  auto result = get_addresses(iface.c_str(), port, AI_PASSIVE);
+  auto result = get_addresses_or_loopback(iface, port, AI_PASSIVE);
   std::stable_partition(result.begin(), result.end(),
                         [](const endpoint& e) { return e.family == AF_INET; });
   return result;
