@@ -67,10 +67,10 @@ public:
 
   void start()
   {
-    report_somebody(peer_);
     // Until the last byte, closing means "cut short". (Set on the native handle: Asio turns off
     // a linger option set through it when it destroys the socket, as at shutdown.)
     set_reset_on_close(socket_.native_handle(), true);
+    report_somebody(peer_);
     timer_.expires_at(steady_clock::now());  // the first chunk is due at once
     do_read();
     do_next();

@@ -1,6 +1,7 @@
 #include "common/asio_listener.hpp"
 
 #include "common/address.hpp"
+#include "common/sockets.hpp"
 
 #include <cstring>
 #include <stdexcept>
@@ -34,6 +35,8 @@ tcp::acceptor open_listener(asio::io_context& io, const std::string& iface, std:
     acceptor.bind(at, ec);
     if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
     if (!ec) return acceptor;
+    // As listen_on: only an address this machine cannot use sends us on to the next one.
+    if (!unusable_address(ec.value())) break;
   }
   throw std::runtime_error("cannot listen on " + where + ": " + ec.message());
 }

@@ -20,6 +20,11 @@ void unique_fd::reset(int fd)
   fd_ = fd;
 }
 
+bool unusable_address(int error)
+{
+  return error == EADDRNOTAVAIL || error == EAFNOSUPPORT || error == EPROTONOSUPPORT;
+}
+
 unique_fd listen_on(const std::string& iface, std::uint16_t port)
 {
   std::string where = to_string(address{iface, port});
@@ -41,6 +46,9 @@ unique_fd listen_on(const std::string& iface, std::uint16_t port)
     if (e.family == AF_INET6) ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off);
     if (::bind(fd.get(), e.get(), e.length) == 0 && ::listen(fd.get(), SOMAXCONN) == 0) return fd;
     error = errno;
+    // Only an address this machine cannot use sends us on to the next one; a port in use
+    // must not quietly become a server on the other address family.
+    if (!unusable_address(error)) break;
   }
   throw std::runtime_error("cannot listen on " + where + ": " + system_reason(error));
 }

@@ -40,6 +40,10 @@ private:
 // client to close first, so that unread client input never turns the close into a reset.
 constexpr std::chrono::seconds linger_time{1};
 
+// True for the bind errors that mean "this machine has no such address" (try the next one),
+// as opposed to, say, "port in use" (report it).
+bool unusable_address(int error);
+
 // A blocking listening socket on iface:port, with SO_REUSEADDR (restartable at once) and
 // dual-stack for "::". Throws std::runtime_error("cannot listen on IFACE:PORT: reason").
 unique_fd listen_on(const std::string& iface, std::uint16_t port);

@@ -145,8 +145,8 @@ bool accept_clients(const unique_fd& listener, std::map<int, connection>& connec
       report_lost(peer, 0, poem.size(), "too many connections for select");
       return false;
     }
-    report_somebody(peer);
     set_reset_on_close(client.get(), true);  // until the last byte, closing means "cut short"
+    report_somebody(peer);
     int fd = client.get();
     connections.emplace(fd, connection{.socket = std::move(client), .peer = peer, .deadline = steady_clock::now()});
   }

@@ -26,8 +26,8 @@ using namespace poetry;
 void send_poem(unique_fd client, const std::string& poem, const server_options& options)
 {
   std::string peer = peer_name(client.get());
-  report_somebody(peer);
   set_reset_on_close(client.get(), true);  // until the last byte, closing means "cut short"
+  report_somebody(peer);
   std::size_t sent = 0;
   while (sent < poem.size()) {
     // The first chunk goes at once; each later one waits for the delay.
