@@ -131,6 +131,25 @@ std::string count_label(double c)
   return result;
 }
 
+// A point's mark: each model its own shape, so points on top of each other stay apart.
+void marker(std::ostream& out, const std::string& model, double x, double y, const std::string& fill,
+            const std::string& title = "")
+{
+  static const std::map<std::string, std::string> shapes = {
+    {"threaded", "m-4,-4 h8 v8 h-8 z"},         {"select", "m0,-5.5 l5.5,5.5 l-5.5,5.5 l-5.5,-5.5 z"},
+    {"asio_callbacks", "m0,-5.5 l5,9 h-10 z"}, {"asio_protocol", "m0,5.5 l5,-9 h-10 z"},
+  };
+  std::string c = colour(model), end = title.empty() ? "/>" : "><title>" + title + "</title>";
+  auto it = shapes.find(model);
+  if (it == shapes.end())
+    out << "<circle cx=\"" << x << "\" cy=\"" << y << "\" r=\"4\"";
+  else
+    out << "<path d=\"M" << x << ',' << y << ' ' << it->second << "\"";
+  out << " stroke=\"" << c << "\" stroke-width=\"2\" fill=\"" << (fill.empty() ? c : fill) << "\"" << end;
+  if (!title.empty()) out << (it == shapes.end() ? "</circle>" : "</path>");
+  out << "\n";
+}
+
 // One panel of the plot: a frame, its grid, and every series drawn through the panel's scales.
 struct panel {
   double left, top, width, height;
@@ -190,10 +209,8 @@ void draw_panel(std::ostream& out, const panel& p, const std::vector<series>& al
     for (const auto& pt : s.points) out << p.x(pt.clients) << ',' << p.y(pt.e) << ' ';
     out << "\"/>\n";
     for (const auto& pt : s.points)
-      out << "<circle cx=\"" << p.x(pt.clients) << "\" cy=\"" << p.y(pt.e) << "\" r=\"4\" stroke=\"" << c
-          << "\" stroke-width=\"2\" fill=\"" << (pt.delay != base_delay ? "white" : c) << "\"><title>" << s.model
-          << ": E(" << count_label(pt.clients) << ") = " << number(pt.e) << " at --delay " << pt.delay
-          << "</title></circle>\n";
+      marker(out, s.model, p.x(pt.clients), p.y(pt.e), pt.delay != base_delay ? "white" : "",
+             s.model + ": E(" + count_label(pt.clients) + ") = " + number(pt.e) + " at --delay " + pt.delay);
   }
   out << "</g>\n";
 }
@@ -235,6 +252,7 @@ void write_svg(const plot_options& options, const std::vector<series>& all)
     out << "<line x1=\"" << lx << "\" y1=\"" << ly << "\" x2=\"" << lx + 24 << "\" y2=\"" << ly << "\" stroke=\""
         << colour(s.model) << "\" stroke-width=\"2\"/>\n"
         << "<text x=\"" << lx + 30 << "\" y=\"" << ly + 4 << "\">" << s.model << "</text>\n";
+    marker(out, s.model, lx + 12, ly, "");
     ly += 20;
   }
   ly += 10;
