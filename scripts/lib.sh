@@ -3,8 +3,9 @@
 
 poetry_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
-# The Debian packages every script needs: compiler, CMake, Boost, and netcat for the tests.
-poetry_base_packages=(g++ cmake make libboost-dev libboost-program-options-dev libboost-test-dev netcat-openbsd)
+# The Debian packages every script needs: compiler, CMake, Boost, and netcat and socat (the
+# plain peers the tests and the race use).
+poetry_base_packages=(g++ cmake make libboost-dev libboost-program-options-dev libboost-test-dev netcat-openbsd socat)
 
 # ensure_packages PKG...: installs the missing ones with apt-get (as root), sudo apt-get
 # (where sudo is available), or prints the exact command and exits non-zero.
