@@ -18,27 +18,6 @@ using namespace poetry::test;
 
 namespace {
 
-// The race's load generator: opens many connections at once and checks every byte.
-std::string loadgen() { return build_dir() + "/bench/loadgen"; }
-
-// Its one line on stdout, "clients=N ok=N failed=N wall=S ...", as name -> value.
-std::map<std::string, double> load_fields(const std::string& out)
-{
-  std::map<std::string, double> fields;
-  std::istringstream words(out);
-  for (std::string word; words >> word;)
-    if (auto eq = word.find('='); eq != std::string::npos) fields[word.substr(0, eq)] = std::stod(word.substr(eq + 1));
-  return fields;
-}
-
-// Peak resident memory of a running process (VmHWM in /proc/PID/status), in KiB.
-long peak_kib(pid_t pid)
-{
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  for (std::string line; std::getline(status, line);)
-    if (line.rfind("VmHWM:", 0) == 0) return std::stol(line.substr(6));
-  return -1;
-}
 
 // How many descriptors a process has open.
 std::size_t open_files(pid_t pid)

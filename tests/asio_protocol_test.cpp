@@ -27,18 +27,6 @@ using namespace poetry::test;
 
 namespace {
 
-struct poem_kind {
-  const char* name;
-  std::string (*make)();
-};
-std::ostream& operator<<(std::ostream& os, const poem_kind& k) { return os << k.name; }
-
-const poem_kind poem_kinds[] = {
-  {"ascii", ascii_poem},
-  {"utf8", utf8_poem},
-  {"binary", binary_poem},
-  {"empty", [] { return std::string(); }},
-};
 
 // A client written by hand, to send the requests exactly as a test wants them.
 class raw_client {
@@ -92,27 +80,6 @@ private:
   poetry::unique_fd fd_;
 };
 
-// The race's load generator: opens many connections at once and checks every byte.
-std::string loadgen() { return build_dir() + "/bench/loadgen"; }
-
-// Its one line on stdout, "clients=N ok=N failed=N wall=S ...", as name -> value.
-std::map<std::string, double> load_fields(const std::string& out)
-{
-  std::map<std::string, double> fields;
-  std::istringstream words(out);
-  for (std::string word; words >> word;)
-    if (auto eq = word.find('='); eq != std::string::npos) fields[word.substr(0, eq)] = std::stod(word.substr(eq + 1));
-  return fields;
-}
-
-// Peak resident memory of a running process (VmHWM in /proc/PID/status), in KiB.
-long peak_kib(pid_t pid)
-{
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  for (std::string line; std::getline(status, line);)
-    if (line.rfind("VmHWM:", 0) == 0) return std::stol(line.substr(6));
-  return -1;
-}
 
 }  // namespace
 

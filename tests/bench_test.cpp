@@ -18,8 +18,6 @@ using namespace poetry::test;
 
 namespace {
 
-std::string loadgen() { return build_dir() + "/bench/loadgen"; }
-
 // The value of key=value in loadgen's summary line, or -1 when it is missing.
 double summary_value(const std::string& out, const std::string& key)
 {

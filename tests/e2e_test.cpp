@@ -16,18 +16,6 @@ using namespace poetry::test;
 
 namespace {
 
-struct poem_kind {
-  const char* name;
-  std::string (*make)();
-};
-std::ostream& operator<<(std::ostream& os, const poem_kind& k) { return os << k.name; }
-
-const poem_kind poem_kinds[] = {
-  {"ascii", ascii_poem},
-  {"utf8", utf8_poem},
-  {"binary", binary_poem},
-  {"empty", [] { return std::string(); }},
-};
 
 // How the client's stderr should end: one summary line.
 bool reports_success(const result& r, int poems)

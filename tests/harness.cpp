@@ -308,6 +308,34 @@ std::string large_poem(std::size_t bytes)
   return poem;
 }
 
+std::ostream& operator<<(std::ostream& os, const poem_kind& kind) { return os << kind.name; }
+
+const std::vector<poem_kind> poem_kinds = {
+  {"ascii", ascii_poem},
+  {"utf8", utf8_poem},
+  {"binary", binary_poem},
+  {"empty", [] { return std::string(); }},
+};
+
+long peak_kib(pid_t pid)
+{
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(status, line);)
+    if (line.rfind("VmHWM:", 0) == 0) return std::stol(line.substr(6));
+  return -1;
+}
+
+std::string loadgen() { return build_dir() + "/bench/loadgen"; }
+
+std::map<std::string, double> load_fields(const std::string& out)
+{
+  std::map<std::string, double> fields;
+  std::istringstream words(out);
+  for (std::string word; words >> word;)
+    if (auto eq = word.find('='); eq != std::string::npos) fields[word.substr(0, eq)] = std::stod(word.substr(eq + 1));
+  return fields;
+}
+
 double cpu_seconds(pid_t pid)
 {
   std::ifstream in("/proc/" + std::to_string(pid) + "/stat");

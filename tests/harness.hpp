@@ -5,7 +5,9 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <map>
 #include <mutex>
+#include <ostream>
 #include <optional>
 #include <string>
 #include <thread>
@@ -109,7 +111,24 @@ std::string utf8_poem();
 std::string binary_poem();
 std::string large_poem(std::size_t bytes);
 
+// The poems every byte-for-byte test runs through, by name.
+struct poem_kind {
+  const char* name;
+  std::string (*make)();
+};
+std::ostream& operator<<(std::ostream& os, const poem_kind& kind);
+extern const std::vector<poem_kind> poem_kinds;
+
 // CPU time (user + system) a process has used, in seconds, from /proc.
 double cpu_seconds(pid_t pid);
+
+// Peak resident memory of a running process (VmHWM in /proc/PID/status), in KiB.
+long peak_kib(pid_t pid);
+
+// The race's load generator (<build>/bench/loadgen): many connections at once, every byte checked.
+std::string loadgen();
+
+// Its one summary line, "clients=N ok=N failed=N wall=S ...", as name -> value.
+std::map<std::string, double> load_fields(const std::string& out);
 
 }  // namespace poetry::test
