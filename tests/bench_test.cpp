@@ -68,6 +68,19 @@ BOOST_AUTO_TEST_CASE(five_hundred_clients_at_once)
   BOOST_TEST(summary_value(r.out, "ok") == 500);
 }
 
+// Started with room for 64 descriptors, it raises its own limit to hold 300 connections.
+BOOST_AUTO_TEST_CASE(raises_its_own_descriptor_limit)
+{
+  temp_dir dir;
+  std::string poem = dir.write("poem.txt", ascii_poem());
+  server s(concurrent_model(), poem, {"-q", "--delay", "0.01", "--num-bytes", "100"});
+  spawn_options few_files;
+  few_files.max_files = 64;
+  auto r = run({loadgen(), "--port", s.address(), "--clients", "300", "--expect", poem}, 60s, few_files);
+  BOOST_TEST(r.status == 0, r.out << r.err);
+  BOOST_TEST(summary_value(r.out, "ok") == 300);
+}
+
 BOOST_AUTO_TEST_CASE(binary_and_empty_poems_are_exact)
 {
   temp_dir dir;
