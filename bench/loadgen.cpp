@@ -90,13 +90,7 @@ std::optional<loadgen_options> parse_options(int argc, const char* const argv[])
     ("csv", po::value(&result.csv_file),
      "write one line per client to FILE: client,start_s,connected_s,done_s,bytes,ok,error")
     ("help,h", "print this help, then exit");
-  po::variables_map vm;
-  try {
-    po::store(po::parse_command_line(argc, argv, options), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    throw usage_error(e.what());
-  }
+  po::variables_map vm = poetry::parse_command_line(argc, argv, options);
   if (vm.count("help")) {
     std::cout << usage_text << "\n" << options;
     return std::nullopt;

@@ -3,6 +3,7 @@
 // client at once, is flat). Reads the CSV that scripts/bench writes: the rows whose section is
 // "race", by the columns model, clients, delay_s and e.
 #include "common/errors.hpp"
+#include "common/options.hpp"
 
 #include <boost/program_options.hpp>
 
@@ -36,13 +37,7 @@ std::optional<plot_options> parse_options(int argc, const char* const argv[])
     ("svg", po::value(&result.svg_file), "the SVG file to write (required)")
     ("title", po::value(&result.title), "the plot's title")
     ("help,h", "print this help, then exit");
-  po::variables_map vm;
-  try {
-    po::store(po::parse_command_line(argc, argv, options), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    throw usage_error(e.what());
-  }
+  po::variables_map vm = poetry::parse_command_line(argc, argv, options);
   if (vm.count("help")) {
     std::cout << "Usage: plot --csv FILE --svg FILE [--title TEXT]\n"
                  "Draws E(C) against C from the race rows of a scripts/bench CSV.\n\n"

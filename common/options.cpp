@@ -30,20 +30,6 @@ std::size_t parse_count(const std::string& option, const std::string& text)
   return static_cast<std::size_t>(value);
 }
 
-// Runs Boost.Program_options and turns its exceptions into our one-line usage errors.
-po::variables_map parse(int argc, const char* const argv[], const po::options_description& options,
-                        const po::positional_options_description& positional)
-{
-  po::variables_map vm;
-  try {
-    po::store(po::command_line_parser(argc, argv).options(options).positional(positional).run(), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    throw usage_error(e.what());
-  }
-  return vm;
-}
-
 // Prints --help or --version if asked; returns true when the program should exit 0.
 bool print_help_or_version(const po::variables_map& vm, const std::string& usage,
                            const po::options_description& options)
@@ -60,6 +46,19 @@ bool print_help_or_version(const po::variables_map& vm, const std::string& usage
 }
 
 }  // namespace
+
+po::variables_map parse_command_line(int argc, const char* const argv[], const po::options_description& options,
+                                     const po::positional_options_description& positional)
+{
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(argc, argv).options(options).positional(positional).run(), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    throw usage_error(e.what());
+  }
+  return vm;
+}
 
 std::chrono::nanoseconds parse_seconds(const std::string& option, const std::string& text)
 {
@@ -96,7 +95,7 @@ std::optional<server_options> parse_server_options(int argc, const char* const a
   po::positional_options_description positional;
   positional.add("poem-file", 1);
 
-  auto vm = parse(argc, argv, all, positional);
+  auto vm = parse_command_line(argc, argv, all, positional);
   std::string usage = "Usage: " + program_name(argv[0]) + " [options] POEM_FILE\n"
                       "Streams POEM_FILE to every client that connects, a few bytes at a time.\n";
   if (print_help_or_version(vm, usage, options)) return std::nullopt;
@@ -132,7 +131,7 @@ std::optional<client_options> parse_client_options(int argc, const char* const a
   po::positional_options_description positional;
   positional.add("address", -1);
 
-  auto vm = parse(argc, argv, all, positional);
+  auto vm = parse_command_line(argc, argv, all, positional);
   std::string usage = "Usage: " + program_name(argv[0]) + " [options] ADDRESS...\n"
                       "Downloads a poem from each ADDRESS: PORT, HOST:PORT or [IPV6]:PORT\n"
                       "(HOST defaults to 127.0.0.1; a name is resolved, each address tried in turn).\n";

@@ -3,6 +3,8 @@
 
 #include "common/address.hpp"
 
+#include <boost/program_options.hpp>
+
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -41,6 +43,12 @@ std::optional<server_options> parse_server_options(int argc, const char* const a
                                                    model_extras extras = {});
 std::optional<client_options> parse_client_options(int argc, const char* const argv[],
                                                    model_extras extras = {});
+
+// Runs Boost.Program_options over a command line and turns its errors into one-line usage
+// errors. (The parsers above use it; so do the race's own tools.)
+boost::program_options::variables_map parse_command_line(
+  int argc, const char* const argv[], const boost::program_options::options_description& options,
+  const boost::program_options::positional_options_description& positional = {});
 
 // Parses a number of seconds >= 0 ("0.1"). Throws usage_error naming the option.
 std::chrono::nanoseconds parse_seconds(const std::string& option, const std::string& text);

@@ -1,5 +1,5 @@
 // The asio_protocol model: its --pull dialogue (each complete "poems" request earns exactly one
-// chunk, however TCP splits or joins the requests), and its server under a thousand clients.
+// chunk, however TCP splits or joins the requests).
 #define BOOST_TEST_MODULE asio_protocol
 #include <boost/test/data/monomorphic.hpp>
 #include <boost/test/data/test_case.hpp>
@@ -165,27 +165,3 @@ BOOST_AUTO_TEST_CASE(the_pull_client_also_reads_a_server_that_pushes)
 
 BOOST_AUTO_TEST_SUITE_END()
 
-BOOST_AUTO_TEST_SUITE(load)
-
-BOOST_AUTO_TEST_CASE(a_thousand_clients_at_once_each_get_every_byte_in_about_the_time_of_one)
-{
-  BOOST_TEST_REQUIRE(std::filesystem::exists(loadgen()), "build bench/loadgen first");
-  temp_dir dir;
-  std::string poem = dir.write("poem", large_poem(400));
-  spawn_options room;
-  room.max_files = 1000 + 64;  // a descriptor for every client at once
-  server s("asio_protocol", poem, {"--delay", "0.1", "--num-bytes", "20", "--quiet"}, room);
-  double ideal = poetry::ideal_seconds(400, 20, 0.1);  // 1.9 s
-
-  result r = run({loadgen(), "--port", s.address(), "--clients", "1000", "--expect", poem}, 120s);
-  BOOST_TEST_INFO(r.out << r.err);
-  BOOST_TEST_REQUIRE(r.status == 0);
-  auto load = load_fields(r.out);
-  BOOST_TEST(load["ok"] == 1000);
-  // Every client overlaps with every other (generous for a busy test machine).
-  BOOST_TEST(load["max"] < ideal * 2);
-  // Each connection costs little: the poem is shared, not copied.
-  BOOST_TEST(peak_kib(s.process().pid()) < 32 * 1024);
-}
-
-BOOST_AUTO_TEST_SUITE_END()

@@ -198,6 +198,13 @@ bool child::running()
   return !wait(0ms).has_value();
 }
 
+spawn_options room_for(std::size_t clients)
+{
+  spawn_options options;
+  options.max_files = clients + 64;
+  return options;
+}
+
 server::server(const std::string& model, const std::string& poem_file, std::vector<std::string> extra,
                spawn_options options)
   : process_([&] {

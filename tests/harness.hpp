@@ -19,6 +19,19 @@ namespace poetry::test {
 
 using namespace std::chrono_literals;
 
+// Built with a sanitizer: memory figures then measure the sanitizer's bookkeeping, not ours.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool sanitized_build = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+constexpr bool sanitized_build = true;
+#else
+constexpr bool sanitized_build = false;
+#endif
+#else
+constexpr bool sanitized_build = false;
+#endif
+
 // The models this build has, in course order, and where their programs are.
 std::vector<std::string> models();
 std::string build_dir();
@@ -65,6 +78,9 @@ private:
   bool out_closed_ = false, err_closed_ = false;
   std::thread out_reader_, err_reader_;
 };
+
+// Spawn options with a descriptor limit that leaves room for this many clients at once.
+spawn_options room_for(std::size_t clients);
 
 // A server of one model on port 0; the constructor waits for "Serving … on port N.".
 class server {
