@@ -61,6 +61,10 @@ child::child(std::vector<std::string> argv, spawn_options options)
     ::dup2(err[1], STDERR_FILENO);
     if (options.max_files) ::setrlimit(RLIMIT_NOFILE, &files);
     if (options.default_sigpipe) ::signal(SIGPIPE, SIG_DFL);
+    // A test started from a script in the background inherits SIGINT ignored; the programs
+    // under test start as they would from a terminal.
+    ::signal(SIGINT, SIG_DFL);
+    ::signal(SIGTERM, SIG_DFL);
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
