@@ -7,6 +7,7 @@
 #include <charconv>
 #include <cmath>
 #include <iostream>
+#include <string_view>
 
 namespace po = boost::program_options;
 
@@ -54,6 +55,14 @@ po::variables_map parse_command_line(int argc, const char* const argv[], const p
   try {
     po::store(po::command_line_parser(argc, argv).options(options).positional(positional).run(), vm);
     po::notify(vm);
+  } catch (const po::error_with_option_name& e) {
+    // Boost 1.74's what() fills placeholders such as %canonical_option% into its message until
+    // none is left, so an option typed as "-%canonical_option%" made it loop forever (found by
+    // tests/fuzz_parsers.cpp). With a '%' on the command line, word the message ourselves.
+    for (int i = 1; i < argc; ++i)
+      if (std::string_view(argv[i]).find('%') != std::string_view::npos)
+        throw usage_error("invalid option '" + e.get_option_name() + "'");
+    throw usage_error(e.what());
   } catch (const po::error& e) {
     throw usage_error(e.what());
   }

@@ -163,6 +163,8 @@ const std::vector<std::string> bad_server_lines[] = {
   {"--delay", "inf", "p.txt"},
   {"a.txt", "b.txt"},                  // two poem files
   {"--port", "p.txt"},                 // missing value
+  {"-d%canonical_option%", "p.txt"},   // once made Boost's error message loop forever
+  {"--%option%", "p.txt"},
 };
 
 BOOST_DATA_TEST_CASE(bad_values_are_usage_errors, bdata::make(bad_server_lines), words)
