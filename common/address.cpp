@@ -105,7 +105,12 @@ std::vector<endpoint> resolve(const std::string& host, std::uint16_t port)
 
 std::vector<endpoint> resolve_listen(const std::string& iface, std::uint16_t port)
 {
-  auto result = get_addresses_or_loopback(iface, port, AI_PASSIVE);
+  std::vector<endpoint> result;
+  try {
+    result = get_addresses_or_loopback(iface, port, AI_PASSIVE);
+  } catch (const std::runtime_error& e) {
+    throw std::runtime_error("cannot listen on " + to_string(address{iface, port}) + ": " + e.what());
+  }
   std::stable_partition(result.begin(), result.end(),
                         [](const endpoint& e) { return e.family == AF_INET; });
   return result;

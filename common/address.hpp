@@ -38,7 +38,7 @@ struct endpoint {
 std::vector<endpoint> resolve(const std::string& host, std::uint16_t port);
 
 // The addresses to listen on for an interface name, IPv4 first (so that "localhost"
-// serves the clients' default 127.0.0.1). Throws std::runtime_error.
+// serves the clients' default 127.0.0.1). Throws std::runtime_error("cannot listen on IFACE:PORT: reason").
 std::vector<endpoint> resolve_listen(const std::string& iface, std::uint16_t port);
 
 // "127.0.0.1:51234" or "[::1]:51234" for a socket address.

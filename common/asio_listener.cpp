@@ -15,15 +15,8 @@ using boost::system::error_code;
 
 tcp::acceptor open_listener(asio::io_context& io, const std::string& iface, std::uint16_t port)
 {
-  std::string where = to_string(address{iface, port});
-  std::vector<endpoint> endpoints;
-  try {
-    endpoints = resolve_listen(iface, port);
-  } catch (const std::runtime_error& e) {
-    throw std::runtime_error("cannot listen on " + where + ": " + e.what());
-  }
   error_code ec = make_error_code(boost::system::errc::address_not_available);
-  for (const endpoint& e : endpoints) {
+  for (const endpoint& e : resolve_listen(iface, port)) {
     tcp::endpoint at;
     std::memcpy(at.data(), e.get(), e.length);
     at.resize(e.length);
@@ -38,7 +31,7 @@ tcp::acceptor open_listener(asio::io_context& io, const std::string& iface, std:
     // As listen_on: only an address this machine cannot use sends us on to the next one.
     if (!unusable_address(ec.value())) break;
   }
-  throw std::runtime_error("cannot listen on " + where + ": " + ec.message());
+  throw std::runtime_error("cannot listen on " + to_string(address{iface, port}) + ": " + ec.message());
 }
 
 }  // namespace poetry

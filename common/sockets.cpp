@@ -27,15 +27,8 @@ bool unusable_address(int error)
 
 unique_fd listen_on(const std::string& iface, std::uint16_t port)
 {
-  std::string where = to_string(address{iface, port});
-  std::vector<endpoint> endpoints;
-  try {
-    endpoints = resolve_listen(iface, port);
-  } catch (const std::runtime_error& e) {
-    throw std::runtime_error("cannot listen on " + where + ": " + e.what());
-  }
   int error = EADDRNOTAVAIL;
-  for (const endpoint& e : endpoints) {
+  for (const endpoint& e : resolve_listen(iface, port)) {
     unique_fd fd(::socket(e.family, SOCK_STREAM | SOCK_CLOEXEC, 0));
     if (!fd) {
       error = errno;
@@ -50,7 +43,7 @@ unique_fd listen_on(const std::string& iface, std::uint16_t port)
     // must not quietly become a server on the other address family.
     if (!unusable_address(error)) break;
   }
-  throw std::runtime_error("cannot listen on " + where + ": " + system_reason(error));
+  throw std::runtime_error("cannot listen on " + to_string(address{iface, port}) + ": " + system_reason(error));
 }
 
 std::uint16_t local_port(int fd)

@@ -22,25 +22,18 @@ using namespace std::chrono_literals;
 // Built with a sanitizer: memory figures then measure the sanitizer's bookkeeping, not ours.
 // Under ThreadSanitizer, signals are also delivered late (its runtime defers them until the
 // receiving thread next enters it), so the promptness of Ctrl-C is not measurable there.
-#if defined(__SANITIZE_THREAD__)
-constexpr bool thread_sanitizer_build = true;
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
+#if defined(__has_feature)  // clang
+#define POETRY_HAS_FEATURE(x) __has_feature(x)
+#else
+#define POETRY_HAS_FEATURE(x) 0
+#endif
+#if defined(__SANITIZE_THREAD__) || POETRY_HAS_FEATURE(thread_sanitizer)
 constexpr bool thread_sanitizer_build = true;
 #else
 constexpr bool thread_sanitizer_build = false;
 #endif
-#else
-constexpr bool thread_sanitizer_build = false;
-#endif
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(__SANITIZE_ADDRESS__) || POETRY_HAS_FEATURE(address_sanitizer)
 constexpr bool sanitized_build = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-constexpr bool sanitized_build = true;
-#else
-constexpr bool sanitized_build = thread_sanitizer_build;
-#endif
 #else
 constexpr bool sanitized_build = thread_sanitizer_build;
 #endif
