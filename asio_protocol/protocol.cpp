@@ -1,17 +1,45 @@
 #include "asio_protocol/protocol.hpp"
 
 #include "common/asio_listener.hpp"
+#include "common/report.hpp"
 #include "common/sockets.hpp"
 
+#include <cerrno>
+#include <exception>
+#include <stdexcept>
+#include <unordered_set>
 #include <utility>
 
 namespace proto {
 
-using asio::ip::tcp;
-
-// How long to stop accepting after accept fails (out of descriptors, most likely): the
+// How long to stop accepting after accept fails for want of descriptors or memory: the
 // listening socket stays readable, so trying again at once would spin.
 constexpr std::chrono::milliseconds accept_pause{100};
+
+// --- the connections of one io_context -----------------------------------------------------
+
+namespace {
+
+// Owns every Transport of one io_context from connection_made until connection_lost has
+// returned, so a connection with nothing pending (half-open, waiting for its Protocol) still has
+// an owner. An Asio service: destroying the io_context shuts it down, which drops them all.
+class connections : public asio::execution_context::service {
+public:
+  using key_type = connections;
+  static inline asio::execution_context::id id;
+  explicit connections(asio::execution_context& context) : service(context) {}
+  std::unordered_set<std::shared_ptr<Transport>> live;
+
+private:
+  void shutdown() override { live.clear(); }
+};
+
+connections& connections_of(const tcp::socket::executor_type& executor)
+{
+  return asio::use_service<connections>(asio::query(executor, asio::execution::context));
+}
+
+}  // namespace
 
 // --- TimerHandle ---------------------------------------------------------------------------
 
@@ -39,13 +67,37 @@ Transport::Transport(tcp::socket socket, std::size_t read_buffer_size)
     read_buffer_(std::make_unique_for_overwrite<char[]>(read_buffer_size)),
     read_buffer_size_(read_buffer_size)
 {
+  error_code ignored;
+  peername_ = socket_.remote_endpoint(ignored);
+  sockname_ = socket_.local_endpoint(ignored);
 }
 
-void Transport::start(std::unique_ptr<Protocol> protocol)
+void Transport::start(tcp::socket socket, std::size_t read_buffer_size, const ProtocolFactory& factory)
 {
-  protocol_ = std::move(protocol);
-  protocol_->connection_made(*this);
-  if (state_ != state::closed) do_read();
+  std::shared_ptr<Transport> self(new Transport(std::move(socket), read_buffer_size));
+  try {
+    self->protocol_ = factory();
+  } catch (const std::exception& e) {
+    return poetry::report_lost(self->peer_, e.what());  // no Protocol, no connection
+  }
+  connections_of(self->socket_.get_executor()).live.insert(self);
+  self->guard([&] { self->protocol_->connection_made(*self); });
+  if (!self->ended_) self->do_read();
+}
+
+// Runs one callback of the Protocol. An exception ends this connection only.
+template <class Callback> void Transport::guard(Callback&& callback)
+{
+  std::string what;
+  try {
+    return callback();
+  } catch (const std::exception& e) {
+    what = e.what();
+  } catch (...) {
+    what = "unknown exception";
+  }
+  poetry::report_lost(peer_, what);
+  finish(asio::error::connection_aborted);
 }
 
 // Reads whatever arrives, for as long as the connection lasts, and hands it to the Protocol.
@@ -57,24 +109,64 @@ void Transport::do_read()
 
 void Transport::on_read(const error_code& ec, std::size_t n)
 {
-  if (state_ == state::closed) return;  // the connection already ended
+  if (ended_) return;  // the connection already ended
+  // Paused: keep what was read for resume_reading.
+  if (paused_) return held_.emplace(ec, n), void();
   if (ec == asio::error::eof) {
-    peer_ended_ = true;
-    // After write_eof, the peer's close is the end we were waiting for.
-    if (state_ == state::lingering) return finish({});
-    // Mid-connection, the Protocol decides: stay half-open, or close.
-    if (state_ == state::open && !protocol_->eof_received()) close(asio::error::eof);
-    return;  // no more reads: the peer will send nothing more
+    read_ended_ = true;
+    if (closing_) return;  // no more events after close()
+    // The Protocol decides: stay half-open, or close.
+    bool keep_open = false;
+    guard([&] { keep_open = protocol_->eof_received(); });
+    if (ended_) return;
+    if (!keep_open) return close();
+    if (write_ended_) finish({});  // both directions have ended
+    return;
   }
   if (ec) return finish(ec);
-  protocol_->data_received(std::string_view(read_buffer_.get(), n));
-  if (state_ != state::closed) do_read();
+  // After close(), what the peer sends is read and dropped. (n is 0 only for a read held while
+  // paused that brought nothing: see below.)
+  if (n > 0 && !closing_) guard([&] { protocol_->data_received(std::string_view(read_buffer_.get(), n)); });
+  if (ended_) return;
+  // Paused from data_received: resume_reading starts the next read.
+  if (paused_) return held_.emplace(error_code{}, 0), void();
+  do_read();
+}
+
+void Transport::pause_reading() { paused_ = true; }
+
+void Transport::resume_reading()
+{
+  if (!paused_) return;
+  paused_ = false;
+  // Hand over the read that completed meanwhile, on the loop (not from inside this call).
+  if (auto held = std::exchange(held_, std::nullopt)) {
+    asio::post(socket_.get_executor(),
+               [self = shared_from_this(), held] { self->on_read(held->first, held->second); });
+  }
 }
 
 void Transport::write(std::string_view bytes)
 {
-  if (state_ != state::open || bytes.empty()) return;
-  queue_.push_back(bytes);
+  if (is_closing()) return;
+  if (eof_asked_) throw std::logic_error("write after write_eof");
+  queue(std::string(bytes), {});
+}
+
+void Transport::write_borrowed(std::string_view bytes)
+{
+  if (is_closing()) return;
+  if (eof_asked_) throw std::logic_error("write after write_eof");
+  queue({}, bytes);
+}
+
+void Transport::queue(std::string owned, std::string_view bytes)
+{
+  if (owned.empty() && bytes.empty()) return;
+  // A deque never moves its elements, so bytes may point into owned.
+  pending& last = queue_.emplace_back(pending{std::move(owned), bytes});
+  if (!last.owned.empty()) last.bytes = last.owned;
+  buffered_ += last.bytes.size();
   if (!writing_) do_write();
 }
 
@@ -83,77 +175,83 @@ void Transport::write(std::string_view bytes)
 void Transport::do_write()
 {
   writing_ = true;
-  asio::async_write(socket_, asio::buffer(queue_.front()),
-                    [self = shared_from_this()](const error_code& ec, std::size_t) { self->on_write(ec); });
+  asio::async_write(socket_, asio::buffer(queue_.front().bytes),
+                    [self = shared_from_this()](const error_code& ec, std::size_t n) { self->on_write(ec, n); });
 }
 
-void Transport::on_write(const error_code& ec)
+void Transport::on_write(const error_code& ec, std::size_t n)
 {
-  if (state_ == state::closed) return;  // the connection already ended
+  if (ended_) return;  // the connection already ended
+  buffered_ -= n;
   if (ec) return finish(ec);
-  queue_.erase(queue_.begin());
+  queue_.pop_front();
   if (!queue_.empty()) return do_write();
   writing_ = false;
   all_written();
 }
 
-// The queue is empty: tell the Protocol, or carry on with the close it asked for.
+// The queue is empty: carry on with the close or half-close asked for, or tell the Protocol.
 void Transport::all_written()
 {
-  switch (state_) {
-  case state::open: return protocol_->buffer_drained();
-  case state::draining: return do_linger();
-  case state::closing: return finish(close_reason_);
-  default: return;
-  }
+  if (closing_) return finish({});
+  if (eof_asked_) return do_shutdown();
+  guard([&] { protocol_->buffer_drained(); });
 }
 
 void Transport::write_eof()
 {
-  if (state_ != state::open) return;
-  state_ = state::draining;
-  if (!writing_) do_linger();
+  if (is_closing() || eof_asked_) return;
+  eof_asked_ = true;
+  if (!writing_) do_shutdown();
 }
 
-void Transport::close(error_code reason)
+// The half-close: our side is shut down, and if the peer's side is too, the connection is over.
+void Transport::do_shutdown()
 {
-  if (state_ == state::closed || state_ == state::closing) return;
-  // A deliberate close: the peer sees an end of stream, not a reset (abort() is the reset).
-  poetry::set_reset_on_close(socket_.native_handle(), false);
-  if (state_ == state::lingering) return finish(reason);
-  state_ = state::closing;
-  close_reason_ = reason;
-  if (!writing_) finish(reason);
-}
-
-void Transport::abort(error_code reason) { finish(reason); }
-
-// The graceful close: half-close, then keep reading (see on_read) until the peer closes or
-// the linger time passes.
-void Transport::do_linger()
-{
-  state_ = state::lingering;
   error_code ignored;
-  poetry::set_reset_on_close(socket_.native_handle(), false);  // from now on, close means "done"
   socket_.shutdown(tcp::socket::shutdown_send, ignored);
-  if (peer_ended_) return finish({});
-  call_later(poetry::linger_time, [this] { finish({}); });
+  write_ended_ = true;
+  if (read_ended_) finish({});
+}
+
+void Transport::close()
+{
+  if (is_closing()) return;
+  closing_ = true;
+  // Go on reading, to drop what the peer sends until the end.
+  if (paused_) resume_reading();
+  if (!writing_) finish({});
+}
+
+void Transport::abort()
+{
+  closing_ = true;
+  finish({});
 }
 
 // Ends the connection once: cancels the timers, closes the socket (so the pending read and
-// write complete at once, see state_, and drop their references to this Transport), and
-// tells the Protocol.
+// write complete at once, see ended_, and drop their references to this Transport), and tells
+// the Protocol later, on the loop.
 void Transport::finish(const error_code& reason)
 {
-  if (state_ == state::closed) return;
-  state_ = state::closed;
+  if (ended_) return;
+  ended_ = true;
   for (auto& weak : timers_)
     if (auto s = weak.lock()) TimerHandle(s).cancel();
   timers_.clear();
   queue_.clear();
   error_code ignored;
   socket_.close(ignored);
-  protocol_->connection_lost(reason);
+  asio::post(socket_.get_executor(), [self = shared_from_this(), reason] {
+    try {
+      self->protocol_->connection_lost(reason);
+    } catch (const std::exception& e) {
+      poetry::report_lost(self->peer_, e.what());
+    } catch (...) {
+      poetry::report_lost(self->peer_, "unknown exception");
+    }
+    connections_of(self->socket_.get_executor()).live.erase(self);
+  });
 }
 
 TimerHandle Transport::call_later(std::chrono::nanoseconds delay, std::function<void()> callback)
@@ -163,14 +261,14 @@ TimerHandle Transport::call_later(std::chrono::nanoseconds delay, std::function<
 
 TimerHandle Transport::call_at(std::chrono::steady_clock::time_point when, std::function<void()> callback)
 {
-  if (state_ == state::closed) return {};
+  if (ended_) return {};
   auto s = std::make_shared<TimerHandle::state>(socket_.get_executor());
   s->timer.expires_at(when);
   std::erase_if(timers_, [](const auto& weak) { return weak.expired(); });
   timers_.push_back(s);
   s->timer.async_wait([self = shared_from_this(), s, callback = std::move(callback)](const error_code& ec) {
-    if (ec || s->cancelled || self->state_ == state::closed) return;
-    callback();
+    if (ec || s->cancelled || self->ended_) return;
+    self->guard(callback);
   });
   return TimerHandle(s);
 }
@@ -198,79 +296,130 @@ void Server::do_accept()
   });
 }
 
+namespace {
+
+// The accept errors that only concern the connection being accepted (it left first, a network
+// hiccup; accept(2) says to retry), as opposed to a lack of descriptors or memory.
+bool accept_again_at_once(const error_code& ec)
+{
+  if (ec.category() != boost::system::system_category()) return false;
+  switch (ec.value()) {
+  case ECONNABORTED: case EPROTO: case ENETDOWN: case ENOPROTOOPT: case EHOSTDOWN: case ENONET:
+  case EHOSTUNREACH: case EOPNOTSUPP: case ENETUNREACH: case EPERM: case EINTR: case EAGAIN:
+    return true;
+  default:
+    return false;
+  }
+}
+
+}  // namespace
+
 // A new connection: a Transport and a Protocol of its own, then the next accept.
 void Server::on_accept(const error_code& ec, tcp::socket socket)
 {
   if (!acceptor_.is_open()) return;  // closed
+  if (ec && accept_again_at_once(ec)) return do_accept();
   if (ec) {
-    // Out of descriptors, or the client left before we accepted it: try again shortly.
+    // Out of descriptors or memory (or worse): try again shortly, not at once.
     pause_.expires_after(accept_pause);
     pause_.async_wait([self = shared_from_this()](const error_code& pause_ec) {
       if (!pause_ec && self->acceptor_.is_open()) self->do_accept();
     });
     return;
   }
-  // Until write_eof, closing a server's connection resets it, so a client can tell a stream cut
-  // short (a crash, Ctrl-C) from one that ended. (Set on the native handle: Asio turns off a
-  // linger option set through it when it destroys the socket, as at shutdown.)
-  poetry::set_reset_on_close(socket.native_handle(), true);
-  std::make_shared<Transport>(std::move(socket), server_read_buffer)->start(factory_());
+  Transport::start(std::move(socket), server_read_buffer, factory_);
   do_accept();
 }
 
 std::shared_ptr<Server> listen(asio::io_context& io, const std::string& host, std::uint16_t port,
                                ProtocolFactory factory)
 {
-  auto server = std::make_shared<Server>(poetry::open_listener(io, host, port), std::move(factory));
+  std::shared_ptr<Server> server(new Server(poetry::open_listener(io, host, port), std::move(factory)));
   server->do_accept();
   return server;
 }
 
 // --- connect -------------------------------------------------------------------------------
 
-namespace {
-
-// One connection attempt: resolve, then connect to each address in turn, within the timeout.
-// Nothing owns it but the handlers of its pending operations.
+// One connection attempt: resolve, then connect to each address in turn, each within the
+// timeout. Nothing owns it but the handlers of its pending operations.
 class Connector : public std::enable_shared_from_this<Connector> {
 public:
-  Connector(asio::io_context& io, ProtocolFactory factory, std::function<void(const error_code&)> on_failure)
-    : resolver_(io), socket_(io), timer_(io), factory_(std::move(factory)), on_failure_(std::move(on_failure))
+  Connector(asio::io_context& io, ProtocolFactory factory, std::function<void(const error_code&)> on_failure,
+            std::optional<std::chrono::nanoseconds> timeout)
+    : resolver_(io), socket_(io), timer_(io), factory_(std::move(factory)), on_failure_(std::move(on_failure)),
+      timeout_(timeout)
   {
   }
 
-  void start(const std::string& host, std::uint16_t port, std::optional<std::chrono::nanoseconds> timeout)
+  // Resolves host (the one place that does), then connects.
+  void start(const std::string& host, std::uint16_t port)
   {
-    if (timeout) {
-      timer_.expires_after(*timeout);
-      timer_.async_wait([self = shared_from_this()](const error_code& ec) {
-        if (!ec && !self->done_) self->fail(asio::error::timed_out);
-      });
-    }
+    start_timer();
     // Asio runs getaddrinfo on a helper thread, so the loop never waits for it.
     resolver_.async_resolve(host, std::to_string(port),
                             [self = shared_from_this()](const error_code& ec, tcp::resolver::results_type results) {
-                              self->on_resolve(ec, results);
+                              std::vector<tcp::endpoint> endpoints;
+                              for (const auto& entry : results) endpoints.push_back(entry.endpoint());
+                              self->on_resolve(ec, std::move(endpoints));
                             });
   }
 
 private:
-  void on_resolve(const error_code& ec, const tcp::resolver::results_type& results)
+  // The --timeout: no progress for that long, and the current step (resolving, or one address)
+  // is given up.
+  void start_timer()
+  {
+    if (!timeout_) return;
+    timer_.expires_after(*timeout_);
+    timer_.async_wait([self = shared_from_this(), attempt = attempt_](const error_code& ec) {
+      if (!ec && attempt == self->attempt_) self->on_timeout();
+    });
+  }
+
+  void on_resolve(const error_code& ec, std::vector<tcp::endpoint> endpoints)
   {
     if (done_) return;
     if (ec) return fail(ec);
-    asio::async_connect(socket_, results, [self = shared_from_this()](const error_code& connect_ec, const tcp::endpoint&) {
-      self->on_connect(connect_ec);
-    });
+    endpoints_ = std::move(endpoints);
+    do_connect(asio::error::host_not_found);
+  }
+
+  // Tries the next address; reason is why the previous one failed.
+  void do_connect(const error_code& reason)
+  {
+    error_code ec = reason;
+    while (next_ < endpoints_.size()) {
+      const tcp::endpoint& to = endpoints_[next_++];
+      ++attempt_;
+      error_code ignored;
+      socket_.close(ignored);
+      socket_.open(to.protocol(), ec);
+      if (ec) continue;  // e.g. no IPv6 here: on to the next
+      start_timer();
+      socket_.async_connect(to, [self = shared_from_this(), attempt = attempt_](const error_code& connect_ec) {
+        if (attempt == self->attempt_) self->on_connect(connect_ec);
+      });
+      return;
+    }
+    fail(ec);
   }
 
   void on_connect(const error_code& ec)
   {
     if (done_) return;
-    if (ec) return fail(ec);
+    if (ec) return do_connect(ec);
     done_ = true;
     timer_.cancel();
-    std::make_shared<Transport>(std::move(socket_), client_read_buffer)->start(factory_());
+    Transport::start(std::move(socket_), client_read_buffer, factory_);
+  }
+
+  void on_timeout()
+  {
+    if (done_) return;
+    if (endpoints_.empty()) return fail(asio::error::timed_out);  // still resolving
+    ++attempt_;  // the connect's handler, when it comes, is for an abandoned attempt
+    do_connect(asio::error::timed_out);
   }
 
   void fail(const error_code& ec)
@@ -288,15 +437,17 @@ private:
   asio::steady_timer timer_;  // the timeout
   ProtocolFactory factory_;
   std::function<void(const error_code&)> on_failure_;
+  std::optional<std::chrono::nanoseconds> timeout_;
+  std::vector<tcp::endpoint> endpoints_;
+  std::size_t next_ = 0;    // the next address to try
+  unsigned attempt_ = 0;    // which attempt the pending handlers belong to
   bool done_ = false;
 };
-
-}  // namespace
 
 void connect(asio::io_context& io, const std::string& host, std::uint16_t port, ProtocolFactory factory,
              std::function<void(const error_code&)> on_failure, std::optional<std::chrono::nanoseconds> timeout)
 {
-  std::make_shared<Connector>(io, std::move(factory), std::move(on_failure))->start(host, port, timeout);
+  std::make_shared<Connector>(io, std::move(factory), std::move(on_failure), timeout)->start(host, port);
 }
 
 }  // namespace proto

@@ -1,25 +1,39 @@
 // A small Protocol/Transport/Factory layer on Boost.Asio, after Twisted and Python's asyncio.
 // It knows nothing about poems: it owns the sockets and the handler chains of asio_callbacks,
-// and turns them into four events for a Protocol object.
+// and turns them into events for a Protocol object.
 //
 //   listen(io, host, port, factory)      connect(io, host, port, factory, on_failure)
 //              |  accepted                          |  resolved, connected
 //              v                                    v
 //          Transport (one per connection; owns the socket and the Protocol from factory())
 //              |  calls the Protocol:  connection_made -> data_received* -> eof_received?
-//              |                       -> connection_lost (exactly once)
-//              |  the Protocol calls:  write, write_eof, close, abort, call_later, call_at
+//              |                       -> connection_lost (exactly once, always)
+//              |  the Protocol calls:  write, write_eof, close, abort, pause_reading, call_later...
 //
-// The states of one Transport:
+// The contract, as asyncio's:
+// - Who owns what. The layer owns every Transport from connection_made until connection_lost has
+//   returned, whatever is pending (nothing, on a half-open connection); a Transport owns its
+//   socket and its Protocol. So a Protocol may keep a reference to its Transport, and others may
+//   keep a pointer to the Protocol, until connection_lost. Destroying the io_context destroys
+//   the connections still open, without connection_lost (as at a server's shutdown).
+// - When callbacks run. Only from io_context::run(), one at a time, never from inside a call the
+//   Protocol makes: connection_lost in particular runs later, on the loop, after close(),
+//   abort() or an error, so a Protocol may call close() anywhere and go on using its members.
+//   Nothing is called after connection_lost. A callback must not block.
+// - Exceptions. One escaping a callback ends that connection only: the layer prints
+//   "Lost PEER: what", aborts the connection, and calls connection_lost (connection_aborted).
 //
-//   [ open ] --write_eof()--> [ draining ] --all written: shutdown(send)--> [ lingering ] --+
-//     |   \--close()--------> [ closing ]  --all written-----------------------------------+--> [ closed ]
-//     |                                       peer closed, or linger_time passed --------+    |
-//     +--error, abort(), or the peer's end of stream and eof_received() said false ----------+
+// The two directions of one connection end separately:
 //
-// All along, from connection_made to closed, a read is pending: whatever the peer sends reaches
-// data_received (so unread input never turns our close into a reset). One thread runs everything:
-// the Protocol's methods are called from io_context::run(), one at a time, and must never block.
+//   reading:  data_received* --peer's end of stream--> eof_received() --false--> close()
+//                                                                     --true---> half-open
+//   writing:  write* --write_eof(), then all written--> shutdown(send) (nothing more to write)
+//   the end:  close() (all written, then close), abort() (now), an error, or both directions
+//             ended (eof_received said true and write_eof is done) --> connection_lost
+//
+// All along, from connection_made to the end, a read is pending unless the Protocol paused
+// reading: whatever the peer sends reaches data_received, or is read and dropped after close(),
+// so unread input never turns our close into a reset.
 #pragma once
 
 #include "common/asio.hpp"
@@ -27,16 +41,19 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace proto {
 
 namespace asio = boost::asio;
+using asio::ip::tcp;
 using boost::system::error_code;
 
 class Transport;
@@ -48,18 +65,19 @@ public:
   virtual ~Protocol() = default;
   // The connection is up; transport lives until connection_lost has returned.
   virtual void connection_made(Transport&) {}
-  // Some bytes arrived: any amount, split or joined however TCP pleased.
+  // Some bytes arrived: any amount, split or joined however TCP pleased. The view points into
+  // the Transport's read buffer and is valid only during this call: copy what you keep.
   virtual void data_received(std::string_view) {}
   // The peer will send nothing more. Return true to keep the connection open for writing (a
-  // half-closed connection); false, the default, closes it (after what is queued is written).
+  // half-open connection, until the Protocol closes it or its own write_eof is done); false,
+  // the default, calls close(). Called after write_eof too.
   virtual bool eof_received() { return false; }
-  // Everything given to write() has been written (to the kernel): a good moment to write more.
-  // Like Twisted's pull producer resumeProducing, or asyncio's resume_writing with a high-water
-  // mark of zero. Not called once write_eof, close or abort has been.
+  // Everything given to write() has been handed to the kernel: a good moment to write more.
+  // Like Twisted's pull producer resumeProducing. Not called once write_eof, close or abort has been.
   virtual void buffer_drained() {}
-  // The connection is gone, for reason: empty when this side ended it (close, or the graceful
-  // close after write_eof); else why (asio::error::eof for the peer's end of stream after
-  // eof_received returned false, connection_reset, broken_pipe, ...). Called exactly once.
+  // The connection is gone, for reason: empty when it ended cleanly (close, abort, or both
+  // directions ended); else why (connection_reset, broken_pipe, connection_aborted after a
+  // callback threw...). Called exactly once for every connection_made, on the loop.
   virtual void connection_lost(const error_code&) {}
 };
 
@@ -80,60 +98,92 @@ private:
   std::weak_ptr<state> state_;
 };
 
-// One connection. Ownership: nothing owns a Transport but the handlers of its own pending
-// operations (each holds a shared_ptr to it); the Transport owns its socket and its Protocol.
+// One connection. Only listen and connect make Transports (see the contract above for who
+// owns them); a Protocol gets a reference to its own in connection_made.
 class Transport : public std::enable_shared_from_this<Transport> {
 public:
-  Transport(asio::ip::tcp::socket socket, std::size_t read_buffer_size);
   Transport(const Transport&) = delete;
   Transport& operator=(const Transport&) = delete;
 
-  // Queues bytes to be written after what is already queued; one async_write runs at a time.
-  // write() does not copy: the bytes must stay alive until written, so pass a string literal or
-  // a view into a buffer that outlives the Transport (a server's one poem for all its clients).
-  // Ignored once write_eof, close or abort has been called.
+  // Queues a copy of bytes, to be written after what is already queued; one async_write runs
+  // at a time. Ignored once close or abort has been called; after write_eof, an error
+  // (std::logic_error).
   void write(std::string_view bytes);
-  // When everything queued is written: half-close (shutdown send), keep reading until the peer
-  // closes or linger_time passes, then close. connection_lost() gets an empty reason.
+  // The same without the copy, for bytes that outlive the Transport (a server's one poem for
+  // all its clients, a string literal): only the view is queued.
+  void write_borrowed(std::string_view bytes);
+  // When everything queued is written: shut down the sending side (a half-close). Reading goes
+  // on; eof_received and connection_lost follow the peer.
   void write_eof();
-  // When everything queued is written: close; the peer sees an end of stream.
-  // connection_lost() gets reason.
-  void close(error_code reason = {});
-  // Close now, dropping whatever is queued. On a server's connection the peer sees a reset,
-  // as it does when the server ends (Ctrl-C, a crash) before write_eof or close.
-  // connection_lost() gets reason.
-  void abort(error_code reason = {});
+  // When everything queued is written: close; the peer sees an end of stream. No more
+  // data_received or eof_received from now on.
+  void close();
+  // Close now, dropping whatever is queued.
+  void abort();
+  // True once close or abort has been called, or the connection has ended.
+  bool is_closing() const { return closing_ || ended_; }
 
-  // The peer's address, "127.0.0.1:51234" or "[::1]:51234".
+  // Bytes given to write() and not yet handed to the kernel; once the connection has ended,
+  // those that never were.
+  std::size_t get_write_buffer_size() const { return buffered_; }
+
+  // Stop and restart calling data_received (and eof_received), like asyncio's: while paused
+  // the kernel's buffer fills and TCP slows the peer down.
+  void pause_reading();
+  void resume_reading();
+
+  // The peer's address, printable: "127.0.0.1:51234" or "[::1]:51234".
   const std::string& peer() const { return peer_; }
+  // The addresses of both ends, like get_extra_info("peername") and ("sockname").
+  const tcp::endpoint& peername() const { return peername_; }
+  const tcp::endpoint& sockname() const { return sockname_; }
+  // The socket's descriptor, for socket options (like get_extra_info("socket")); valid until
+  // connection_lost.
+  int native_handle() { return socket_.native_handle(); }
 
   // Runs callback after delay (call_later) or at a time (call_at), on the loop, unless it is
   // cancelled or the connection closes first. Like asyncio's loop.call_later and loop.call_at.
   TimerHandle call_later(std::chrono::nanoseconds delay, std::function<void()> callback);
   TimerHandle call_at(std::chrono::steady_clock::time_point when, std::function<void()> callback);
 
-  // Gives the connection its Protocol and starts it: connection_made, then reading.
-  void start(std::unique_ptr<Protocol> protocol);
-
 private:
-  enum class state { open, draining, lingering, closing, closed };
+  friend class Server;
+  friend class Connector;
+  Transport(tcp::socket socket, std::size_t read_buffer_size);
+  // Makes a Transport for socket with a Protocol from factory, and starts it: connection_made,
+  // then reading.
+  static void start(tcp::socket socket, std::size_t read_buffer_size, const ProtocolFactory& factory);
 
   void do_read();
   void on_read(const error_code& ec, std::size_t n);
+  void queue(std::string owned, std::string_view bytes);
   void do_write();
-  void on_write(const error_code& ec);
+  void on_write(const error_code& ec, std::size_t n);
   void all_written();
-  void do_linger();
+  void do_shutdown();
   void finish(const error_code& reason);
+  template <class Callback> void guard(Callback&& callback);
 
-  asio::ip::tcp::socket socket_;
+  // One write: bytes points into owned, or (write_borrowed) into the caller's buffer.
+  struct pending {
+    std::string owned;
+    std::string_view bytes;
+  };
+
+  tcp::socket socket_;
   std::unique_ptr<Protocol> protocol_;
   std::string peer_;
-  state state_ = state::open;
-  bool writing_ = false;     // an async_write is in flight
-  bool peer_ended_ = false;  // the read saw the peer's end of stream
-  error_code close_reason_;  // for close(): what connection_lost will be told
-  std::vector<std::string_view> queue_;  // front: being written; the rest: waiting
+  tcp::endpoint peername_, sockname_;
+  bool closing_ = false;       // close() or abort() was called
+  bool ended_ = false;         // the socket is closed; connection_lost is on its way
+  bool eof_asked_ = false;     // write_eof() was called
+  bool write_ended_ = false;   // ... and our side is shut down
+  bool read_ended_ = false;    // the peer's end of stream was read (and eof_received said true)
+  bool writing_ = false;       // an async_write is in flight
+  bool paused_ = false;        // pause_reading()
+  std::optional<std::pair<error_code, std::size_t>> held_;  // a read that completed while paused
+  std::deque<pending> queue_;  // front: being written; the rest: waiting
+  std::size_t buffered_ = 0;   // bytes in queue_ not yet handed to the kernel
   std::vector<std::weak_ptr<TimerHandle::state>> timers_;  // to cancel them all at the end
   std::unique_ptr<char[]> read_buffer_;
   std::size_t read_buffer_size_;
@@ -145,22 +195,23 @@ constexpr std::size_t server_read_buffer = 512;
 constexpr std::size_t client_read_buffer = 65536;
 
 // Listens on host:port, like asyncio's create_server. Every accepted connection gets a
-// Transport and a Protocol from factory. If accept fails (out of descriptors, most likely),
-// accepting pauses for a moment instead of spinning. Throws std::runtime_error if nothing on
-// host:port can be bound.
+// Transport and a Protocol from factory. If accept fails for want of descriptors or memory,
+// accepting pauses for a moment instead of spinning; the errors accept(2) says to retry (the
+// client left first, a network hiccup) are retried at once. Throws std::runtime_error if
+// nothing on host:port can be bound.
 class Server : public std::enable_shared_from_this<Server> {
 public:
-  Server(asio::ip::tcp::acceptor acceptor, ProtocolFactory factory);
   std::uint16_t port() const;  // the port bound (port 0 picks a free one)
   void close();                // stops accepting; the connections go on
 
 private:
   friend std::shared_ptr<Server> listen(asio::io_context&, const std::string&, std::uint16_t, ProtocolFactory);
+  Server(tcp::acceptor acceptor, ProtocolFactory factory);
   void do_accept();
-  void on_accept(const error_code& ec, asio::ip::tcp::socket socket);
+  void on_accept(const error_code& ec, tcp::socket socket);
 
-  asio::ip::tcp::acceptor acceptor_;
-  asio::steady_timer pause_;  // the pause after a failed accept
+  tcp::acceptor acceptor_;
+  asio::steady_timer pause_;  // the pause after running out of descriptors
   ProtocolFactory factory_;
 };
 
@@ -169,8 +220,9 @@ std::shared_ptr<Server> listen(asio::io_context& io, const std::string& host, st
 
 // Connects to host:port, like asyncio's create_connection (and Twisted's connectTCP with its
 // timeout): resolves host, tries each address in turn, and on success starts a Transport with a
-// Protocol from factory. If that fails, or takes longer than timeout (when given), on_failure
-// gets the reason (asio::error::timed_out for the timeout) and factory is never called.
+// Protocol from factory. An address that cannot be reached, or makes no progress for timeout
+// (when given), gives way to the next. If none is left, on_failure gets the last reason
+// (asio::error::timed_out for the timeout) and factory is never called.
 void connect(asio::io_context& io, const std::string& host, std::uint16_t port, ProtocolFactory factory,
              std::function<void(const error_code&)> on_failure,
              std::optional<std::chrono::nanoseconds> timeout = std::nullopt);

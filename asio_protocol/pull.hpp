@@ -3,7 +3,15 @@
 // answers every complete request with one chunk, and half-closes after the last.
 #pragma once
 
+#include "asio_protocol/protocol.hpp"
+#include "common/options.hpp"
+#include "common/report.hpp"
+#include "common/sockets.hpp"
+
+#include <algorithm>
+#include <chrono>
 #include <cstddef>
+#include <string>
 #include <string_view>
 
 namespace poetry {
@@ -34,6 +42,129 @@ public:
 
 private:
   std::size_t matched_ = 0;  // how much of a request the bytes so far end with
+};
+
+// The --pull server: like PoetryServerProtocol (server.cpp), a chunk at most every delay and the
+// graceful close after the last, but each chunk also waits for a request. A client that
+// half-closes has asked for all it will: every request it sent is answered, and then, if the
+// poem is not complete, the server closes with a reset, so the client can tell the poem was cut
+// short. Ownership: the Transport owns this protocol and outlives it.
+class PullPoetryServerProtocol : public proto::Protocol {
+public:
+  PullPoetryServerProtocol(const std::string& poem, const server_options& options) : poem_(poem), options_(options)
+  {
+  }
+
+  void connection_made(proto::Transport& transport) override
+  {
+    transport_ = &transport;
+    // Until the last byte, closing means "cut short".
+    set_reset_on_close(transport.native_handle(), true);
+    report_somebody(transport.peer());
+    due_ = std::chrono::steady_clock::now();  // the first chunk is due at once
+    do_next();
+  }
+
+  // Each complete request earns one chunk.
+  void data_received(std::string_view data) override
+  {
+    requests_ += counter_.count(data);
+    do_write();
+  }
+
+  // The client will ask for nothing more: answer what it asked for (see do_write). After the
+  // last byte, its end of stream is the end we were waiting for: the Transport closes.
+  bool eof_received() override
+  {
+    client_done_ = true;
+    if (sent_ < poem_.size()) do_write();
+    return true;
+  }
+
+  // The chunk is in the kernel: on to the next.
+  void buffer_drained() override
+  {
+    sent_ = next_;
+    do_next();
+  }
+
+  // What was handed to the kernel: all but what the Transport still held.
+  void connection_lost(const boost::system::error_code& reason) override
+  {
+    sent_ = next_ - transport_->get_write_buffer_size();
+    if (sent_ < poem_.size() && !cut_short_) report_lost(transport_->peer(), sent_, poem_.size(), reason.message());
+  }
+
+private:
+  // What follows a chunk: the next one when it is due, or, when the poem is all sent, the
+  // graceful close.
+  void do_next()
+  {
+    if (sent_ == poem_.size()) {
+      report_sent(sent_, transport_->peer());
+      return do_linger();
+    }
+    if (sent_ == 0 || options_.delay == std::chrono::nanoseconds::zero()) return ready();
+    do_wait();
+  }
+
+  // Waits for the delay without blocking (see PoetryServerProtocol::do_wait).
+  void do_wait()
+  {
+    due_ = std::max(due_ + options_.delay, std::chrono::steady_clock::now());
+    transport_->call_at(due_, [this] { ready(); });
+  }
+
+  // The next chunk may go as soon as the client asks for it.
+  void ready()
+  {
+    ready_ = true;
+    do_write();
+  }
+
+  // Sends one chunk, if its time has come and the client has asked for it; or, when the client
+  // will ask for nothing more and has its answers, ends the poem short.
+  void do_write()
+  {
+    if (client_done_ && requests_ == 0 && sent_ == next_) return do_cut_short();
+    if (!ready_ || requests_ == 0) return;
+    ready_ = false;
+    --requests_;
+    std::string_view chunk = std::string_view(poem_).substr(next_, options_.num_bytes);
+    if (!options_.quiet) report_sending(chunk.size(), transport_->peer());
+    transport_->write_borrowed(chunk);
+    next_ += chunk.size();
+  }
+
+  // Every request is answered (and in the kernel) but the poem is not complete: close, with
+  // the reset that tells the client so.
+  void do_cut_short()
+  {
+    cut_short_ = true;
+    report_lost(transport_->peer(), sent_, poem_.size(), "the client asked for no more");
+    transport_->close();
+  }
+
+  // The end of the poem: half-close, then keep reading until the client closes or the linger
+  // time passes (see PoetryServerProtocol::do_linger).
+  void do_linger()
+  {
+    set_reset_on_close(transport_->native_handle(), false);
+    transport_->write_eof();
+    transport_->call_later(linger_time, [this] { transport_->close(); });
+  }
+
+  const std::string& poem_;
+  const server_options& options_;
+  proto::Transport* transport_ = nullptr;
+  std::size_t sent_ = 0;                       // handed to the kernel
+  std::size_t next_ = 0;                       // where the next chunk starts
+  std::chrono::steady_clock::time_point due_;  // when the next chunk is due
+  bool ready_ = false;                         // it is due
+  std::size_t requests_ = 0;                   // requests not yet answered
+  request_counter counter_;
+  bool client_done_ = false;  // the client half-closed: no more requests
+  bool cut_short_ = false;    // we closed before the last byte, and said so
 };
 
 }  // namespace poetry

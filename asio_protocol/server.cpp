@@ -1,20 +1,19 @@
 // Slow Poetry server, model 5: asio_protocol. The same one thread and Asio loop as
 // asio_callbacks, but the handler chains have moved into a small reusable layer (protocol.hpp):
-// a Transport reads, writes, half-closes and lingers. What is left here is the poetry: a
+// a Transport reads, writes and half-closes. What is left here is the poetry: a
 // Protocol whose methods the layer calls when something happens, as in Twisted or asyncio.
 //
 // The events of one PoetryServerProtocol (one client):
 //
 //   connection_made --> send a chunk --buffer_drained--> wait for the delay --> send a chunk --> ...
 //                          ^                  |            (none with --delay 0)     |
-//                          |                  +-- all sent: "Sent", write_eof        |
+//                          |                  +-- all sent: "Sent", write_eof, linger|
 //                          +---------------------------------------------------------+
 //   connection_lost before the last byte: "Lost"
 //
-// With --pull, a chunk also waits for the client to ask for it: data_received counts each
-// complete "poems" as one request (pull.hpp). Without it, data_received has nothing to do (the
-// Transport reads and drops what the client sends), and the client's end of stream only means
-// it has nothing more to say.
+// data_received has nothing to do (the Transport reads and drops what the client sends), and
+// the client's end of stream only means it has nothing more to say. With --pull, the server
+// speaks another dialogue, a chunk per request: PullPoetryServerProtocol (pull.hpp).
 #include "asio_protocol/protocol.hpp"
 #include "asio_protocol/pull.hpp"
 #include "common/asio.hpp"
@@ -22,6 +21,7 @@
 #include "common/options.hpp"
 #include "common/poem.hpp"
 #include "common/report.hpp"
+#include "common/sockets.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -48,21 +48,17 @@ public:
   void connection_made(Transport& transport) override
   {
     transport_ = &transport;
+    // Until the last byte, closing means "cut short". (Set on the native handle: Asio turns off
+    // a linger option set through it when it destroys the socket, as at shutdown.)
+    set_reset_on_close(transport.native_handle(), true);
     report_somebody(transport.peer());
     due_ = steady_clock::now();  // the first chunk is due at once
     do_next();
   }
 
-  // With --pull, each complete request earns one chunk.
-  void data_received(std::string_view data) override
-  {
-    if (!options_.pull) return;
-    requests_ += counter_.count(data);
-    do_write();
-  }
-
-  // The client has nothing more to say. Keep sending, unless it was asking for each chunk.
-  bool eof_received() override { return !options_.pull; }
+  // Mid-poem, end of stream only means the client has nothing more to say: keep sending.
+  // After the last byte, it is the end we were waiting for: the Transport closes.
+  bool eof_received() override { return true; }
 
   // The chunk is in the kernel: on to the next.
   void buffer_drained() override
@@ -71,8 +67,10 @@ public:
     do_next();
   }
 
+  // What was handed to the kernel: all but what the Transport still held.
   void connection_lost(const error_code& reason) override
   {
+    sent_ = next_ - transport_->get_write_buffer_size();
     if (sent_ < poem_.size()) report_lost(transport_->peer(), sent_, poem_.size(), reason.message());
   }
 
@@ -83,9 +81,9 @@ private:
   {
     if (sent_ == poem_.size()) {
       report_sent(sent_, transport_->peer());
-      return transport_->write_eof();
+      return do_linger();
     }
-    if (sent_ == 0 || options_.delay == std::chrono::nanoseconds::zero()) return ready();
+    if (sent_ == 0 || options_.delay == std::chrono::nanoseconds::zero()) return do_write();
     do_wait();
   }
 
@@ -96,38 +94,33 @@ private:
   void do_wait()
   {
     due_ = std::max(due_ + options_.delay, steady_clock::now());
-    transport_->call_at(due_, [this] { ready(); });
+    transport_->call_at(due_, [this] { do_write(); });
   }
 
-  // The next chunk may go: now, or with --pull as soon as the client asks for it.
-  void ready()
-  {
-    ready_ = true;
-    do_write();
-  }
-
-  // Sends one chunk, if its time has come (and, with --pull, the client has asked for it). The
-  // chunk points into the one shared poem: nothing is copied per client.
+  // Sends one chunk. The chunk points into the one shared poem: nothing is copied per client.
   void do_write()
   {
-    if (!ready_ || (options_.pull && requests_ == 0)) return;
-    ready_ = false;
-    if (options_.pull) --requests_;
-    std::string_view chunk = std::string_view(poem_).substr(next_, options_.num_bytes);
+    std::string_view chunk = std::string_view(poem_).substr(sent_, options_.num_bytes);
     if (!options_.quiet) report_sending(chunk.size(), transport_->peer());
-    transport_->write(chunk);
+    transport_->write_borrowed(chunk);
     next_ += chunk.size();
+  }
+
+  // The end of the poem: half-close, then keep reading until the client closes (both directions
+  // have then ended, and the Transport closes) or the linger time passes.
+  void do_linger()
+  {
+    set_reset_on_close(transport_->native_handle(), false);
+    transport_->write_eof();
+    transport_->call_later(linger_time, [this] { transport_->close(); });
   }
 
   const std::string& poem_;
   const server_options& options_;
   Transport* transport_ = nullptr;
-  std::size_t sent_ = 0;          // written to the kernel
+  std::size_t sent_ = 0;          // handed to the kernel
   std::size_t next_ = 0;          // where the next chunk starts
   steady_clock::time_point due_;  // when the next chunk is due
-  bool ready_ = false;            // it is due
-  std::size_t requests_ = 0;      // --pull: requests not yet answered
-  request_counter counter_;
 };
 
 // Runs every connection on this one thread until a signal stops the loop.
@@ -155,8 +148,10 @@ int main(int argc, char* argv[])
     std::string poem = poetry::load_poem(options->poem_file);
     asio::io_context io(1);  // one thread runs every handler
     // The factory: one protocol per connection, all sharing the one poem.
-    auto listener = proto::listen(io, options->iface, options->port,
-                                  [&] { return std::make_unique<PoetryServerProtocol>(poem, *options); });
+    auto listener = proto::listen(io, options->iface, options->port, [&]() -> std::unique_ptr<Protocol> {
+      if (options->pull) return std::make_unique<PullPoetryServerProtocol>(poem, *options);
+      return std::make_unique<PoetryServerProtocol>(poem, *options);
+    });
     asio::signal_set signals(io, SIGINT, SIGTERM);  // from here on, a signal is an event for the loop
     poetry::report_serving(options->poem_file, listener->port());
     serve(io, *listener, signals);

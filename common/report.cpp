@@ -61,6 +61,8 @@ void report_lost(const std::string& peer, std::size_t sent, std::size_t total, c
   say("Lost " + peer + " after " + std::to_string(sent) + " of " + std::to_string(total) + " bytes: " + reason);
 }
 
+void report_lost(const std::string& peer, const std::string& reason) { say("Lost " + peer + ": " + reason); }
+
 void report_shutting_down() { say("Shutting down."); }
 
 void report_task_start(int task, const address& from)

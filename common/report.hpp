@@ -16,6 +16,7 @@ void report_somebody(const std::string& peer);
 void report_sending(std::size_t bytes, const std::string& peer);
 void report_sent(std::size_t bytes, const std::string& peer);
 void report_lost(const std::string& peer, std::size_t sent, std::size_t total, const std::string& reason);
+void report_lost(const std::string& peer, const std::string& reason);  // "Lost PEER: reason"
 void report_shutting_down();
 
 // Client lines (stderr).

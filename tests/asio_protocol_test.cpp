@@ -1,5 +1,6 @@
 // The asio_protocol model: its --pull dialogue (each complete "poems" request earns exactly one
-// chunk, however TCP splits or joins the requests).
+// chunk, however TCP splits or joins the requests, and every request sent before the client's
+// half-close is answered). The layer itself is tested in asio_protocol_layer_test.cpp.
 #define BOOST_TEST_MODULE asio_protocol
 #include <boost/test/data/monomorphic.hpp>
 #include <boost/test/data/test_case.hpp>
@@ -65,19 +66,30 @@ public:
     return got;
   }
 
+  // Reads until the server resets the connection (fails the test if it ends it cleanly).
+  std::string read_to_reset()
+  {
+    std::string got;
+    for (std::string more; !(more = read_some(65536, true)).empty();) got += more;
+    BOOST_TEST(reset_, "a clean end of stream after " << got.size() << " bytes, not a reset");
+    return got;
+  }
+
 private:
-  std::string read_some(std::size_t most)
+  std::string read_some(std::size_t most, bool reset_allowed = false)
   {
     pollfd p{fd_.get(), POLLIN, 0};
     BOOST_TEST_REQUIRE(::poll(&p, 1, 10000) == 1, "nothing from the server for 10 s");
     std::string buffer(most, '\0');
     ssize_t n = ::recv(fd_.get(), buffer.data(), most, 0);
+    if (n < 0 && errno == ECONNRESET && reset_allowed) return reset_ = true, "";
     BOOST_TEST_REQUIRE(n >= 0, "recv: " << std::strerror(errno));
     buffer.resize(static_cast<std::size_t>(n));
     return buffer;
   }
 
   poetry::unique_fd fd_;
+  bool reset_ = false;  // the server reset the connection
 };
 
 
@@ -120,12 +132,53 @@ BOOST_AUTO_TEST_CASE(each_complete_request_earns_exactly_one_chunk)
   got += c.read_exactly(20);
 
   // Seven requests sent. Closing our side ends the dialogue: the server closes too, and by
-  // then it must have sent seven chunks, not one byte more.
+  // then it must have sent seven chunks, not one byte more, then reset the poem cut short.
   c.shutdown_send();
-  got += c.read_to_end();
+  got += c.read_to_reset();
   BOOST_TEST(got.size() == 140u);
   BOOST_TEST((got == poem.substr(0, 140)));
-  BOOST_TEST(s.process().wait_for_output("after 140 of 400 bytes: End of file", 10s), s.process().out());
+  BOOST_TEST(s.process().wait_for_output("after 140 of 400 bytes: the client asked for no more", 10s),
+             s.process().out());
+}
+
+// A client that sends all its requests at once and half-closes (printf 'poems%.0s' $(seq N) |
+// nc -N) gets an answer to every one of them.
+BOOST_DATA_TEST_CASE(requests_sent_before_the_half_close_are_all_answered, bdata::make({3, 5, 6}), requests)
+{
+  temp_dir dir;
+  std::string poem = large_poem(100);  // 5 chunks of 20 bytes
+  server s("asio_protocol", dir.write("poem", poem), {"--pull", "--delay", "0.01", "--num-bytes", "20"});
+  raw_client c(s.port());
+  std::string asked;
+  for (int i = 0; i < requests; ++i) asked += "poems";
+  c.send(asked);
+  c.shutdown_send();
+  std::size_t answered = std::min<std::size_t>(requests * 20, poem.size());
+  if (answered < poem.size()) {
+    // Cut short: every chunk asked for, then a reset, and the server says so.
+    BOOST_TEST((c.read_to_reset() == poem.substr(0, answered)));
+    BOOST_TEST(s.process().wait_for_output("after " + std::to_string(answered) + " of 100 bytes", 10s),
+               s.process().out());
+  } else {
+    // Asked for the whole poem: all of it, a clean end, and "Sent".
+    BOOST_TEST((c.read_to_end() == poem));
+    BOOST_TEST(s.process().wait_for_output("Sent 100 bytes", 10s), s.process().out());
+    BOOST_TEST(s.process().out().find("Lost") == std::string::npos, s.process().out());
+  }
+}
+
+// The server's count is what the client got: a pull client that received a poem larger than
+// the socket buffers in one chunk is not reported as lost.
+BOOST_AUTO_TEST_CASE(a_complete_pull_download_is_sent_not_lost)
+{
+  temp_dir dir;
+  std::string poem = large_poem(3'200'000);
+  server s("asio_protocol", dir.write("poem", poem), {"--pull", "--delay", "0", "--num-bytes", "4000000"});
+  auto r = run_client("asio_protocol", {"--pull", s.address()});
+  BOOST_TEST(r.status == 0, r.err);
+  BOOST_TEST((r.out == poem));
+  BOOST_TEST(s.process().wait_for_output("Sent 3200000 bytes", 10s), s.process().out());
+  BOOST_TEST(s.process().out().find("Lost") == std::string::npos, s.process().out());
 }
 
 BOOST_AUTO_TEST_CASE(after_the_last_chunk_the_server_half_closes_without_being_asked_again)

@@ -1,0 +1,371 @@
+// The asio_protocol layer itself (protocol.hpp), with protocols that are not poetry: an echo and
+// a chat. Server and clients run on one io_context in this process, on loopback; each test runs
+// the loop until no work is left (bounded), then checks what each Protocol was told. The
+// contract is asyncio's: connection_lost exactly once per connection_made, deferred to the loop;
+// a half-open connection lives until its Protocol closes it; write_eof only half-closes; write
+// owns its bytes; an exception in a callback ends that connection only.
+#define BOOST_TEST_MODULE asio_protocol_layer
+#include <boost/test/unit_test.hpp>
+
+#include "asio_protocol/protocol.hpp"
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+namespace {
+
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+using boost::system::error_code;
+using proto::Transport;
+
+// What one Protocol (or several: the counts add up) was told.
+struct events {
+  int made = 0, data = 0, eofs = 0, lost = 0;
+  std::string received;
+  error_code reason;  // connection_lost's
+};
+
+// A Protocol whose actions are lambdas set by the test, and whose events are recorded in an
+// events the test owns (the Protocol itself dies after connection_lost).
+class scripted : public proto::Protocol {
+public:
+  explicit scripted(events& e) : e_(e) {}
+
+  std::function<void(Transport&)> on_made;
+  std::function<void(Transport&, std::string_view)> on_data;
+  std::function<bool(Transport&)> on_eof;
+  std::function<void(const error_code&)> on_lost;
+  Transport* transport = nullptr;
+
+  void connection_made(Transport& t) override
+  {
+    transport = &t;
+    ++e_.made;
+    if (on_made) on_made(t);
+  }
+  void data_received(std::string_view d) override
+  {
+    ++e_.data;
+    e_.received += d;
+    if (on_data) on_data(*transport, d);
+  }
+  bool eof_received() override
+  {
+    ++e_.eofs;
+    return on_eof ? on_eof(*transport) : false;
+  }
+  void connection_lost(const error_code& reason) override
+  {
+    ++e_.lost;
+    e_.reason = reason;
+    if (on_lost) on_lost(reason);
+  }
+
+private:
+  events& e_;
+};
+
+// A factory of scripted protocols, each set up by setup.
+proto::ProtocolFactory scripts(events& e, std::function<void(scripted&)> setup)
+{
+  return [&e, setup] {
+    auto p = std::make_unique<scripted>(e);
+    setup(*p);
+    return p;
+  };
+}
+
+// Bytes that show where they were cut or reordered.
+std::string payload(std::size_t size)
+{
+  std::string bytes(size, '\0');
+  for (std::size_t i = 0; i < size; ++i) bytes[i] = static_cast<char>('a' + (i * 7 + i / 251) % 26);
+  return bytes;
+}
+
+// The io_context and a listening server on 127.0.0.1, port 0.
+struct loop {
+  asio::io_context io;
+  std::shared_ptr<proto::Server> server;
+
+  void listen(proto::ProtocolFactory factory) { server = proto::listen(io, "127.0.0.1", 0, std::move(factory)); }
+  void connect(proto::ProtocolFactory factory)
+  {
+    proto::connect(io, "127.0.0.1", server->port(), std::move(factory),
+                   [](const error_code& ec) { BOOST_FAIL("connect: " << ec.message()); });
+  }
+  // Runs until no work is left (the test closes the server when its clients are done).
+  void run()
+  {
+    io.run_for(30s);
+    BOOST_TEST_REQUIRE(io.stopped(), "work left after 30 s");
+  }
+};
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(echo)
+
+// 3 MB echoed back exactly. The client writes a string that dies at once (write copies), then
+// half-closes; it goes on reading until the server's end of stream.
+BOOST_AUTO_TEST_CASE(three_megabytes_come_back_exactly_after_a_half_close)
+{
+  loop l;
+  events server, client;
+  l.listen(scripts(server, [](scripted& p) { p.on_data = [](Transport& t, std::string_view d) { t.write(d); }; }));
+  l.connect(scripts(client, [&](scripted& p) {
+    p.on_made = [](Transport& t) {
+      t.write(payload(3'000'000));
+      t.write_eof();
+    };
+    p.on_lost = [&](const error_code&) { l.server->close(); };
+  }));
+  l.run();
+  BOOST_TEST(client.received.size() == 3'000'000u);
+  BOOST_TEST((client.received == payload(3'000'000)));
+  // The peer's clean end of stream is no error, on both sides.
+  BOOST_TEST(server.eofs == 1);
+  BOOST_TEST(client.eofs == 1);
+  BOOST_TEST(server.lost == 1);
+  BOOST_TEST(client.lost == 1);
+  BOOST_TEST(!server.reason, server.reason.message());
+  BOOST_TEST(!client.reason, client.reason.message());
+}
+
+// After write_eof the client keeps reading as long as the server keeps writing: here the whole
+// reply comes well after the one-second linger the poetry server uses, which is not the layer's.
+BOOST_AUTO_TEST_CASE(write_eof_only_half_closes)
+{
+  loop l;
+  events server, client;
+  l.listen(scripts(server, [&](scripted& p) {
+    p.on_eof = [&](Transport& t) {
+      t.call_later(1500ms, [&] {
+        t.write("late " + server.received);
+        t.close();
+      });
+      return true;  // half-open: we still have something to say
+    };
+  }));
+  l.connect(scripts(client, [&](scripted& p) {
+    p.on_made = [](Transport& t) {
+      t.write("request");
+      t.write_eof();
+      BOOST_CHECK_THROW(t.write("more"), std::logic_error);  // nothing after write_eof
+    };
+    p.on_lost = [&](const error_code&) { l.server->close(); };
+  }));
+  l.run();
+  BOOST_TEST(client.received == "late request");
+  BOOST_TEST(client.eofs == 1);  // after write_eof too
+  BOOST_TEST(client.lost == 1);
+  BOOST_TEST(server.lost == 1);
+  BOOST_TEST(!server.reason, server.reason.message());
+}
+
+// Reading pauses and resumes: nothing is delivered while paused, nothing is lost.
+BOOST_AUTO_TEST_CASE(pause_reading_holds_the_data_until_resume_reading)
+{
+  loop l;
+  events server, client;
+  bool paused = false;
+  l.listen(scripts(server, [&](scripted& p) {
+    p.on_made = [&](Transport& t) {
+      t.pause_reading();
+      paused = true;
+      t.call_later(300ms, [&] {
+        BOOST_TEST(server.data == 0);
+        paused = false;
+        t.resume_reading();
+      });
+    };
+    p.on_data = [&](Transport&, std::string_view) { BOOST_TEST(!paused); };
+  }));
+  l.connect(scripts(client, [&](scripted& p) {
+    p.on_made = [](Transport& t) {
+      t.write(payload(1'000'000));
+      t.write_eof();
+    };
+    p.on_lost = [&](const error_code&) { l.server->close(); };
+  }));
+  l.run();
+  BOOST_TEST((server.received == payload(1'000'000)));
+  BOOST_TEST(server.eofs == 1);
+  BOOST_TEST(server.lost == 1);
+}
+
+// Each side sees the other's address.
+BOOST_AUTO_TEST_CASE(peername_and_sockname_are_the_two_ends)
+{
+  loop l;
+  events server, client;
+  proto::tcp::endpoint server_peer, server_self, client_peer, client_self;
+  l.listen(scripts(server, [&](scripted& p) {
+    p.on_made = [&](Transport& t) {
+      server_peer = t.peername();
+      server_self = t.sockname();
+    };
+  }));
+  std::uint16_t port = l.server->port();
+  l.connect(scripts(client, [&](scripted& p) {
+    p.on_made = [&](Transport& t) {
+      client_peer = t.peername();
+      client_self = t.sockname();
+      BOOST_TEST(t.peer() == "127.0.0.1:" + std::to_string(port));
+      BOOST_TEST(!t.is_closing());
+      t.close();
+      BOOST_TEST(t.is_closing());
+    };
+    p.on_lost = [&](const error_code&) { l.server->close(); };
+  }));
+  l.run();
+  BOOST_TEST(server_self.port() == port);
+  BOOST_TEST(client_peer == server_self);
+  BOOST_TEST(client_self == server_peer);
+  BOOST_TEST(client.lost == 1);
+  BOOST_TEST(server.lost == 1);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(contract)
+
+// connection_lost never runs inside close() or abort(): a Protocol may close from a callback
+// and go on using its members. After close(), no more data_received.
+BOOST_AUTO_TEST_CASE(connection_lost_is_deferred_and_nothing_follows_close)
+{
+  loop l;
+  events server, client;
+  int lost_inside = 0;
+  l.listen(scripts(server, [&](scripted& p) {
+    p.on_data = [&](Transport& t, std::string_view) {
+      if (server.data > 1) return;
+      t.write(payload(2'000'000));  // closing waits for this, and meanwhile the client writes more
+      t.close();
+      t.close();  // twice is once
+      lost_inside += server.lost;
+    };
+  }));
+  l.connect(scripts(client, [&](scripted& p) {
+    p.on_made = [](Transport& t) { t.write("first"); };
+    p.on_data = [&](Transport& t, std::string_view) {
+      if (client.data == 1) t.write("second, after the server's close()");
+    };
+    p.on_lost = [&](const error_code&) { l.server->close(); };
+  }));
+  l.run();
+  BOOST_TEST(lost_inside == 0);
+  BOOST_TEST(server.data == 1);
+  BOOST_TEST(server.received == "first");
+  BOOST_TEST(server.lost == 1);
+  BOOST_TEST((client.received == payload(2'000'000)));
+  BOOST_TEST(client.lost == 1);
+}
+
+// An exception in a callback ends that connection (connection_lost once, connection_aborted)
+// and no other; the server goes on accepting.
+BOOST_AUTO_TEST_CASE(an_exception_in_a_callback_ends_only_its_connection)
+{
+  loop l;
+  events server, thrower, echoed;
+  l.listen(scripts(server, [](scripted& p) {
+    p.on_data = [](Transport& t, std::string_view d) {
+      if (d.starts_with("throw")) throw std::runtime_error("the protocol failed");
+      t.write(d);
+    };
+  }));
+  l.connect(scripts(thrower, [&](scripted& p) {
+    p.on_made = [](Transport& t) { t.write("throw"); };
+    // Then another client, served as usual.
+    p.on_lost = [&](const error_code&) {
+      l.connect(scripts(echoed, [&](scripted& q) {
+        q.on_made = [](Transport& t) {
+          t.write("echo");
+          t.write_eof();
+        };
+        q.on_lost = [&](const error_code&) { l.server->close(); };
+      }));
+    };
+  }));
+  l.run();
+  BOOST_TEST(thrower.lost == 1);
+  BOOST_TEST(echoed.received == "echo");
+  BOOST_TEST(server.made == 2);
+  BOOST_TEST(server.lost == 2);
+  BOOST_TEST(echoed.lost == 1);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(chat)
+
+// The classic next exercise: the server keeps its members in a set and sends each message to
+// all the others. A member that half-closes (eof_received returns true) is still a member: it
+// receives, and lives until the server closes it. Before the layer owned its connections, that
+// member's Transport and Protocol were destroyed while still in the set (heap-use-after-free).
+BOOST_AUTO_TEST_CASE(a_broadcast_reaches_a_half_closed_member)
+{
+  loop l;
+  std::set<scripted*> members;  // the room, shared by the server's protocols
+  events server, quiet, talker, listener;
+  Transport *quiet_end = nullptr, *talker_end = nullptr;
+  int made = 0;
+  // When all three have joined (seen from both ends), the quiet member half-closes.
+  auto on_joined = [&] {
+    if (++made == 6) quiet_end->write_eof();
+  };
+  l.listen(scripts(server, [&](scripted& p) {
+    p.on_made = [&, self = &p](Transport&) {
+      members.insert(self);
+      on_joined();
+    };
+    p.on_data = [&, self = &p](Transport&, std::string_view d) {
+      if (d == "bye") {
+        for (scripted* m : members) m->transport->close();
+        return;
+      }
+      for (scripted* m : members)
+        if (m != self) m->transport->write(d);
+    };
+    // The quiet member half-closed: it stays, and now the talker speaks.
+    p.on_eof = [&](Transport&) {
+      talker_end->write("hello");
+      return true;
+    };
+    p.on_lost = [&, self = &p](const error_code&) {
+      members.erase(self);
+      if (members.empty()) l.server->close();
+    };
+  }));
+  l.connect(scripts(listener, [&](scripted& p) { p.on_made = [&](Transport&) { on_joined(); }; }));
+  l.connect(scripts(talker, [&](scripted& p) {
+    p.on_made = [&](Transport& t) {
+      talker_end = &t;
+      on_joined();
+    };
+  }));
+  l.connect(scripts(quiet, [&](scripted& p) {
+    p.on_made = [&](Transport& t) {
+      quiet_end = &t;
+      on_joined();
+    };
+    // The hello reached the half-closed member: time to end the chat.
+    p.on_data = [&](Transport&, std::string_view) { talker_end->write("bye"); };
+  }));
+  l.run();
+  BOOST_TEST(quiet.received == "hello");
+  BOOST_TEST(listener.received == "hello");
+  BOOST_TEST(server.made == 3);
+  BOOST_TEST(server.eofs == 1);
+  BOOST_TEST(server.lost == 3);
+  BOOST_TEST((quiet.lost == 1 && talker.lost == 1 && listener.lost == 1));
+  BOOST_TEST(members.empty());
+}
+
+BOOST_AUTO_TEST_SUITE_END()
