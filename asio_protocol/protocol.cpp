@@ -5,6 +5,7 @@
 #include "common/sockets.hpp"
 
 #include <cerrno>
+#include <cstring>
 #include <exception>
 #include <stdexcept>
 #include <unordered_set>
@@ -150,23 +151,29 @@ void Transport::write(std::string_view bytes)
 {
   if (is_closing()) return;
   if (eof_asked_) throw std::logic_error("write after write_eof");
-  queue(std::string(bytes), {});
+  queue(bytes, true);
 }
 
 void Transport::write_borrowed(std::string_view bytes)
 {
   if (is_closing()) return;
   if (eof_asked_) throw std::logic_error("write after write_eof");
-  queue({}, bytes);
+  queue(bytes, false);
 }
 
-void Transport::queue(std::string owned, std::string_view bytes)
+void Transport::queue(std::string_view bytes, bool copy)
 {
-  if (owned.empty() && bytes.empty()) return;
-  // A deque never moves its elements, so bytes may point into owned.
-  pending& last = queue_.emplace_back(pending{std::move(owned), bytes});
-  if (!last.owned.empty()) last.bytes = last.owned;
-  buffered_ += last.bytes.size();
+  if (bytes.empty()) return;
+  pending next;
+  if (copy) {
+    // A buffer of its own on the heap: it stays put when the queue grows, even mid-write.
+    next.owned = std::make_unique_for_overwrite<char[]>(bytes.size());
+    std::memcpy(next.owned.get(), bytes.data(), bytes.size());
+    bytes = std::string_view(next.owned.get(), bytes.size());
+  }
+  next.bytes = bytes;
+  queue_.push_back(std::move(next));
+  buffered_ += bytes.size();
   if (!writing_) do_write();
 }
 
@@ -181,10 +188,10 @@ void Transport::do_write()
 
 void Transport::on_write(const error_code& ec, std::size_t n)
 {
+  buffered_ -= n;  // handed to the kernel, even if the write then failed or was cut short
   if (ended_) return;  // the connection already ended
-  buffered_ -= n;
   if (ec) return finish(ec);
-  queue_.pop_front();
+  queue_.erase(queue_.begin());
   if (!queue_.empty()) return do_write();
   writing_ = false;
   all_written();

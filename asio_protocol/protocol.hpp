@@ -41,7 +41,6 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -156,7 +155,7 @@ private:
 
   void do_read();
   void on_read(const error_code& ec, std::size_t n);
-  void queue(std::string owned, std::string_view bytes);
+  void queue(std::string_view bytes, bool copy);
   void do_write();
   void on_write(const error_code& ec, std::size_t n);
   void all_written();
@@ -166,7 +165,7 @@ private:
 
   // One write: bytes points into owned, or (write_borrowed) into the caller's buffer.
   struct pending {
-    std::string owned;
+    std::unique_ptr<char[]> owned;
     std::string_view bytes;
   };
 
@@ -182,7 +181,7 @@ private:
   bool writing_ = false;       // an async_write is in flight
   bool paused_ = false;        // pause_reading()
   std::optional<std::pair<error_code, std::size_t>> held_;  // a read that completed while paused
-  std::deque<pending> queue_;  // front: being written; the rest: waiting
+  std::vector<pending> queue_;  // front: being written; the rest: waiting
   std::size_t buffered_ = 0;   // bytes in queue_ not yet handed to the kernel
   std::vector<std::weak_ptr<TimerHandle::state>> timers_;  // to cancel them all at the end
   std::unique_ptr<char[]> read_buffer_;
