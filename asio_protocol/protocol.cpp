@@ -112,7 +112,10 @@ void Transport::on_read(const error_code& ec, std::size_t n)
 {
   if (ended_) return;  // the connection already ended
   // Paused: keep what was read for resume_reading.
-  if (paused_) return held_.emplace(ec, n), void();
+  if (paused_) {
+    held_.emplace(ec, n);
+    return;
+  }
   if (ec == asio::error::eof) {
     read_ended_ = true;
     if (closing_) return;  // no more events after close()
@@ -130,11 +133,17 @@ void Transport::on_read(const error_code& ec, std::size_t n)
   if (n > 0 && !closing_) guard([&] { protocol_->data_received(std::string_view(read_buffer_.get(), n)); });
   if (ended_) return;
   // Paused from data_received: resume_reading starts the next read.
-  if (paused_) return held_.emplace(error_code{}, 0), void();
+  if (paused_) {
+    held_.emplace(error_code{}, 0);
+    return;
+  }
   do_read();
 }
 
-void Transport::pause_reading() { paused_ = true; }
+void Transport::pause_reading()
+{
+  if (!is_closing()) paused_ = true;  // after close(), reading goes on, to drop what arrives
+}
 
 void Transport::resume_reading()
 {
