@@ -8,6 +8,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include "asio_protocol/protocol.hpp"
+#include "common/sockets.hpp"
 
 #include <chrono>
 #include <functional>
@@ -16,6 +17,10 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <vector>
+
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 namespace {
 
@@ -372,6 +377,42 @@ BOOST_AUTO_TEST_CASE(a_broadcast_reaches_a_half_closed_member)
   BOOST_TEST(server.lost == 3);
   BOOST_TEST((quiet.lost == 1 && talker.lost == 1 && listener.lost == 1));
   BOOST_TEST(members.empty());
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(connecting)
+
+// An address that accepts no connection (a listener whose queue is full drops the handshake)
+// fails with timed_out after the timeout, and the factory is never called. (With several
+// addresses, the timeout moves on to the next: the timeout is per address.)
+BOOST_AUTO_TEST_CASE(an_address_that_makes_no_progress_times_out)
+{
+  // A listener with a queue of one, filled by connections it never accepts.
+  poetry::unique_fd full(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in at{};
+  at.sin_family = AF_INET;
+  at.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  BOOST_TEST_REQUIRE(::bind(full.get(), reinterpret_cast<sockaddr*>(&at), sizeof at) == 0);
+  BOOST_TEST_REQUIRE(::listen(full.get(), 0) == 0);
+  std::uint16_t port = poetry::local_port(full.get());
+  at.sin_port = htons(port);
+  std::vector<poetry::unique_fd> waiting;
+  for (int i = 0; i < 4; ++i) {
+    waiting.emplace_back(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    ::connect(waiting.back().get(), reinterpret_cast<sockaddr*>(&at), sizeof at);
+  }
+  asio::io_context io;
+  error_code failure;
+  bool made = false;
+  auto factory = [&] {
+    made = true;
+    return std::make_unique<proto::Protocol>();
+  };
+  proto::connect(io, "127.0.0.1", port, factory, [&](const error_code& ec) { failure = ec; }, 300ms);
+  io.run_for(30s);
+  BOOST_TEST(!made);
+  BOOST_TEST((failure == asio::error::timed_out), failure.message());
 }
 
 BOOST_AUTO_TEST_SUITE_END()
