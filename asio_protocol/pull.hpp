@@ -126,6 +126,7 @@ private:
   // will ask for nothing more and has its answers, ends the poem short.
   void do_write()
   {
+    if (cut_short_) return;
     if (client_done_ && requests_ == 0 && sent_ == next_) return do_cut_short();
     if (!ready_ || requests_ == 0) return;
     ready_ = false;
@@ -137,12 +138,19 @@ private:
   }
 
   // Every request is answered (and in the kernel) but the poem is not complete: close, with
-  // the reset that tells the client so.
+  // the reset that tells the client so. A reset drops what the kernel has not delivered yet, so
+  // first wait (a few milliseconds at a time, at most the linger time) until the client has
+  // acknowledged every byte.
   void do_cut_short()
   {
-    cut_short_ = true;
-    report_lost(transport_->peer(), sent_, poem_.size(), "the client asked for no more");
-    transport_->close();
+    if (!cut_short_) {
+      cut_short_ = true;
+      report_lost(transport_->peer(), sent_, poem_.size(), "the client asked for no more");
+      give_up_ = std::chrono::steady_clock::now() + linger_time;
+    }
+    if (unacknowledged_bytes(transport_->native_handle()) == 0 || std::chrono::steady_clock::now() >= give_up_)
+      return transport_->close();
+    transport_->call_later(delivery_check, [this] { do_cut_short(); });
   }
 
   // The end of the poem: half-close, then keep reading until the client closes or the linger
@@ -164,7 +172,10 @@ private:
   std::size_t requests_ = 0;                   // requests not yet answered
   request_counter counter_;
   bool client_done_ = false;  // the client half-closed: no more requests
-  bool cut_short_ = false;    // we closed before the last byte, and said so
+  bool cut_short_ = false;    // we are closing before the last byte, and said so
+  std::chrono::steady_clock::time_point give_up_;  // ... waiting for delivery until then
+
+  static constexpr std::chrono::milliseconds delivery_check{5};
 };
 
 }  // namespace poetry

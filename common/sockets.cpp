@@ -7,7 +7,9 @@
 #include <stdexcept>
 
 #include <fcntl.h>
+#include <linux/sockios.h>
 #include <netinet/in.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -126,6 +128,13 @@ void close_gracefully(unique_fd fd)
 void set_nonblocking(int fd)
 {
   ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+}
+
+std::size_t unacknowledged_bytes(int fd)
+{
+  int bytes = 0;
+  if (::ioctl(fd, SIOCOUTQ, &bytes) != 0 || bytes < 0) return 0;
+  return static_cast<std::size_t>(bytes);
 }
 
 extern "C" void exit_now(int)

@@ -71,6 +71,10 @@ void close_gracefully(unique_fd fd);
 
 void set_nonblocking(int fd);
 
+// Bytes sent on a socket that the peer has not acknowledged yet, and those not sent yet
+// (SIOCOUTQ); 0 if the system cannot tell.
+std::size_t unacknowledged_bytes(int fd);
+
 // SIGINT and SIGTERM print "Shutting down." and end the process with status 0 at once;
 // the kernel closes every socket. (The blocking and threaded servers use this.)
 void exit_on_signals();
