@@ -32,8 +32,10 @@
 //             ended (eof_received said true and write_eof is done) --> connection_lost
 //
 // All along, from connection_made to the end, a read is pending unless the Protocol paused
-// reading: whatever the peer sends reaches data_received, or is read and dropped after close(),
-// so unread input never turns our close into a reset.
+// reading: whatever the peer sends reaches data_received, or is read and dropped after close()
+// while the queue is written. Input still unread when the socket closes turns the close into a
+// reset: a Protocol that wants a clean end half-closes first and waits for the peer's end (as
+// the poetry server's linger does).
 #pragma once
 
 #include "common/asio.hpp"

@@ -205,6 +205,37 @@ BOOST_AUTO_TEST_CASE(pause_reading_holds_the_data_until_resume_reading)
   BOOST_TEST(server.lost == 1);
 }
 
+// close() while reading is paused still ends the connection: what was held is dropped, and
+// nothing more reaches the Protocol.
+BOOST_AUTO_TEST_CASE(close_while_paused_drops_the_held_data)
+{
+  loop l;
+  events server, client;
+  l.listen(scripts(server, [&](scripted& p) {
+    p.on_made = [&](Transport& t) {
+      t.pause_reading();
+      t.call_later(200ms, [&] {
+        t.write("bye");
+        t.close();
+        t.resume_reading();  // too late: closing
+      });
+    };
+  }));
+  l.connect(scripts(client, [&](scripted& p) {
+    p.on_made = [](Transport& t) {
+      t.write(payload(100'000));
+      t.write_eof();
+    };
+    p.on_lost = [&](const error_code&) { l.server->close(); };
+  }));
+  l.run();
+  BOOST_TEST(server.data == 0);
+  BOOST_TEST(server.eofs == 0);
+  BOOST_TEST(server.lost == 1);
+  BOOST_TEST(client.received == "bye");
+  BOOST_TEST(client.lost == 1);
+}
+
 // Each side sees the other's address.
 BOOST_AUTO_TEST_CASE(peername_and_sockname_are_the_two_ends)
 {
