@@ -22,6 +22,7 @@
 //   Nothing is called after connection_lost. A callback must not block.
 // - Exceptions. One escaping a callback ends that connection only: the layer prints
 //   "Lost PEER: what", aborts the connection, and calls connection_lost (connection_aborted).
+//   A factory that throws: the same line, and the connection is closed before it is made.
 //
 // The two directions of one connection end separately:
 //
@@ -138,8 +139,8 @@ public:
   // The addresses of both ends, like get_extra_info("peername") and ("sockname").
   const tcp::endpoint& peername() const { return peername_; }
   const tcp::endpoint& sockname() const { return sockname_; }
-  // The socket's descriptor, for socket options (like get_extra_info("socket")); valid until
-  // connection_lost.
+  // The socket's descriptor, for socket options (like get_extra_info("socket")); -1 once the
+  // connection has ended.
   int native_handle() { return socket_.native_handle(); }
 
   // Runs callback after delay (call_later) or at a time (call_at), on the loop, unless it is
