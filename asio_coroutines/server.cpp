@@ -47,10 +47,11 @@ constexpr std::chrono::milliseconds accept_pause{100};
 // One client's socket, shared by its two coroutines. Ownership: each coroutine holds a
 // shared_ptr to it, so the socket lives until the later of the two has ended.
 struct connection {
-  explicit connection(tcp::socket socket) : socket(std::move(socket)), linger(this->socket.get_executor()) {}
+  explicit connection(tcp::socket socket) : socket(std::move(socket)), timer(this->socket.get_executor()) {}
   tcp::socket socket;
-  asio::steady_timer linger;  // the linger time after the poem; the reader cuts it short
-  bool reading = true;        // the reader has not yet seen the end of the client's stream
+  asio::steady_timer timer;  // the delay between chunks, then the linger time
+  bool reading = true;       // the reader has not yet seen the end of the client's stream
+  bool lingering = false;    // the poem is sent: the reader's end cuts the linger short
 };
 
 // Reads and discards whatever the client sends, until its stream ends (or a reset, or our
@@ -61,7 +62,7 @@ asio::awaitable<void> discard_input(std::shared_ptr<connection> client)
   error_code ec;
   while (!ec) co_await client->socket.async_read_some(asio::buffer(discard), into(ec));
   client->reading = false;
-  client->linger.cancel();
+  if (client->lingering) client->timer.cancel();
 }
 
 // Sends the poem to one client, a chunk every delay, then closes gracefully.
@@ -74,15 +75,15 @@ asio::awaitable<void> send_poem(std::shared_ptr<connection> client, const std::s
   set_reset_on_close(client->socket.native_handle(), true);
   report_somebody(peer);
   asio::co_spawn(client->socket.get_executor(), discard_input(client), asio::detached);
-  asio::steady_timer timer(client->socket.get_executor(), steady_clock::now());
+  client->timer.expires_at(steady_clock::now());
   std::size_t sent = 0;
   error_code ec;
   while (sent < poem.size()) {
     // The first chunk goes at once; each later one is due a delay after the previous one was
     // due, so time spent on other clients does not add up over a poem.
     if (sent > 0) {
-      timer.expires_at(std::max(timer.expiry() + options.delay, steady_clock::now()));
-      co_await timer.async_wait(into(ec));  // this waits, but only this client waits
+      client->timer.expires_at(std::max(client->timer.expiry() + options.delay, steady_clock::now()));
+      co_await client->timer.async_wait(into(ec));  // this waits, but only this client waits
     }
     std::string_view chunk = std::string_view(poem).substr(sent, options.num_bytes);
     if (!options.quiet) report_sending(chunk.size(), peer);
@@ -99,9 +100,10 @@ asio::awaitable<void> send_poem(std::shared_ptr<connection> client, const std::s
   // linger time passes), then close.
   set_reset_on_close(client->socket.native_handle(), false);
   client->socket.shutdown(tcp::socket::shutdown_send, ec);
+  client->lingering = true;
   if (client->reading) {
-    client->linger.expires_after(linger_time);
-    co_await client->linger.async_wait(into(ec));
+    client->timer.expires_after(linger_time);
+    co_await client->timer.async_wait(into(ec));
   }
   client->socket.close(ec);
 }
