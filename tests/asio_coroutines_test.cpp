@@ -1,7 +1,8 @@
-// The asio_coroutines server: each connection is two coroutines (send_poem and discard_input)
-// sharing one socket. Both end with the client, and the socket with them; the reader never
-// hurries the writer; with --delay 0 the poem streams at full speed. (A thousand clients at
-// once: tests/load_test.cpp, every model.)
+// The asio_coroutines model. The server: each connection is two coroutines (send_poem and
+// discard_input) sharing one socket. Both end with the client, and the socket with them; the
+// reader never hurries the writer; with --delay 0 the poem streams at full speed. The client:
+// its --timeout, a coroutine beside the download, covers the connect too. (A thousand clients
+// at once: tests/load_test.cpp, every model.)
 #define BOOST_TEST_MODULE asio_coroutines
 #include <boost/test/unit_test.hpp>
 
@@ -15,6 +16,7 @@
 #include <filesystem>
 #include <thread>
 
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 using namespace poetry::test;
@@ -111,6 +113,40 @@ BOOST_AUTO_TEST_CASE(with_no_delay_a_large_poem_streams_at_full_speed)
   // Every connection writes from the one poem in memory. Loading it may briefly take twice its
   // size (more under a sanitizer); a copy per client would add four more.
   BOOST_TEST(peak_kib(s.process().pid()) < 4 * poem_kib);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(asio_coroutines_client)
+
+// The --timeout is a second coroutine beside the download; it must cover the connect too, not
+// only the reads. A listener whose queue is full drops new handshakes, so a connect to it
+// neither succeeds nor fails.
+BOOST_AUTO_TEST_CASE(a_connect_that_never_completes_is_given_up_after_the_timeout)
+{
+  poetry::unique_fd full = poetry::listen_on("127.0.0.1", 0);
+  BOOST_TEST_REQUIRE(::listen(full.get(), 0) == 0);
+  std::uint16_t port = poetry::local_port(full.get());
+  std::vector<poetry::unique_fd> fillers;
+  for (int i = 0; i < 2; ++i) {  // never accepted: they fill the queue
+    fillers.emplace_back(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    sockaddr_in at{};
+    at.sin_family = AF_INET;
+    at.sin_port = htons(port);
+    at.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::connect(fillers.back().get(), reinterpret_cast<sockaddr*>(&at), sizeof at);
+  }
+  temp_dir dir;
+  std::string poem = ascii_poem();
+  server s("asio_coroutines", dir.write("poem", poem), {"--delay", "0.01", "-q"});
+
+  auto r = run_client("asio_coroutines", {"-q", "-t", "0.5", std::to_string(port), s.address()}, 30s);
+  BOOST_TEST(r.status == 1, r.err);
+  BOOST_TEST(r.err.find("Task 1: failed to get poetry from 127.0.0.1:" + std::to_string(port) +
+                        ": no progress for the --timeout (timed out)") != std::string::npos,
+             r.err);
+  BOOST_TEST(r.out == poem);  // the other task is not held up
+  BOOST_TEST(r.seconds < 10.0);  // the kernel itself would retry the handshake for minutes
 }
 
 BOOST_AUTO_TEST_SUITE_END()
