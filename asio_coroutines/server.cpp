@@ -113,10 +113,10 @@ asio::awaitable<void> send_poem(std::shared_ptr<connection> client, const std::s
 asio::awaitable<void> accept_clients(tcp::acceptor& acceptor, const std::string& poem, const server_options& options)
 {
   asio::steady_timer pause(acceptor.get_executor());  // the pause after a failed accept
-  while (acceptor.is_open()) {
+  for (;;) {
     error_code ec;
-    tcp::socket client = co_await acceptor.async_accept(into(ec));
-    if (!acceptor.is_open()) break;  // shutting down
+    tcp::socket client = co_await acceptor.async_accept(into(ec));  // only this coroutine waits
+    if (!acceptor.is_open()) co_return;  // shutting down
     if (ec) {
       // Out of descriptors, or the client left before we accepted it: try again shortly.
       pause.expires_after(accept_pause);
