@@ -87,13 +87,12 @@ asio::awaitable<void> send_poem(std::shared_ptr<connection> client, const std::s
     }
     std::string_view chunk = std::string_view(poem).substr(sent, options.num_bytes);
     if (!options.quiet) report_sending(chunk.size(), peer);
-    co_await asio::async_write(client->socket, asio::buffer(chunk), into(ec));
+    sent += co_await asio::async_write(client->socket, asio::buffer(chunk), into(ec));  // what the kernel took, even on failure
     if (ec) {
       report_lost(peer, sent, poem.size(), ec.message());
       client->socket.close(ec);  // a reset, and the reader's read ends
       co_return;
     }
-    sent += chunk.size();
   }
   report_sent(sent, peer);
   // The graceful close: half-close, wait until the reader sees the client close (or the
