@@ -47,7 +47,14 @@ constexpr std::chrono::milliseconds accept_pause{100};
 // One client's socket, shared by its two coroutines. Ownership: each coroutine holds a
 // shared_ptr to it, so the socket lives until the later of the two has ended.
 struct connection {
-  explicit connection(tcp::socket socket) : socket(std::move(socket)), timer(this->socket.get_executor()) {}
+  explicit connection(tcp::socket socket) : socket(std::move(socket)), timer(this->socket.get_executor())
+  {
+    // Until the last byte, closing means "cut short": from the start, since co_spawn only
+    // queues send_poem, and a Ctrl-C before it runs must not look like an empty poem. (Set on
+    // the native handle: Asio turns off a linger option set through it when it destroys the
+    // socket, as at shutdown.)
+    set_reset_on_close(this->socket.native_handle(), true);
+  }
   tcp::socket socket;
   asio::steady_timer timer;  // the delay between chunks, then the linger time
   bool reading = true;       // the reader has not yet seen the end of the client's stream
@@ -70,9 +77,6 @@ asio::awaitable<void> send_poem(std::shared_ptr<connection> client, const std::s
                                 const server_options& options)
 {
   std::string peer = peer_name(client->socket.native_handle());
-  // Until the last byte, closing means "cut short". (Set on the native handle: Asio turns off
-  // a linger option set through it when it destroys the socket, as at shutdown.)
-  set_reset_on_close(client->socket.native_handle(), true);
   report_somebody(peer);
   asio::co_spawn(client->socket.get_executor(), discard_input(client), asio::detached);
   client->timer.expires_at(steady_clock::now());
