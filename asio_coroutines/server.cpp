@@ -11,7 +11,8 @@
 //
 //   The reader throws away whatever the client sends, since unread input would turn our close
 //   into a reset; when it sees the client close during the linger, it cuts the linger short. A
-//   write error ends the connection early ("Lost ...").
+//   write error ends the connection early ("Lost ..."); a reset that the reader sees first
+//   shows there too, at the next write.
 #include "common/asio.hpp"
 #include "common/asio_listener.hpp"
 #include "common/errors.hpp"
