@@ -4,8 +4,23 @@
 // with g++ 12 in C++20 mode (where <utility> is no longer pulled in by other headers) the
 // plain include fails to compile. Including <utility> first is the whole fix; newer Boost
 // releases include it themselves, so this is harmless there.
+//
+// Boost 1.74 turns on its C++20 coroutine support (co_spawn, use_awaitable, which
+// asio_coroutines is built on) only for g++: for clang++ it looks for the Coroutines TS
+// (__cpp_coroutines and <experimental/coroutine>), which clang++ 14 with libstdc++ lacks. clang++ 14 does implement C++20
+// coroutines (it defines __cpp_impl_coroutine) and libstdc++ has <coroutine>, so where both
+// are there we tell Asio so. Newer Boost releases detect this themselves.
 #pragma once
 
 #include <utility>
+
+#if defined(__clang__) && defined(__cpp_impl_coroutine) && __has_include(<coroutine>)
+#ifndef BOOST_ASIO_HAS_CO_AWAIT
+#define BOOST_ASIO_HAS_CO_AWAIT 1
+#endif
+#ifndef BOOST_ASIO_HAS_STD_COROUTINE
+#define BOOST_ASIO_HAS_STD_COROUTINE 1
+#endif
+#endif
 
 #include <boost/asio.hpp>

@@ -190,6 +190,17 @@ BOOST_AUTO_TEST_CASE(quick_race_writes_csv_and_plot)
     BOOST_TEST(csv.find("\nthroughput," + model + ",") != std::string::npos, model);
   }
   BOOST_TEST(csv.find("\nthroughput,socat,") != std::string::npos);
+  // socat's CPU time is measured too (field cpu_s of its rows), for the CPU per GiB figure.
+  std::istringstream rows(csv);
+  for (std::string row; std::getline(rows, row);) {
+    if (row.rfind("throughput,socat,", 0) != 0) continue;
+    std::vector<std::string> fields;
+    std::istringstream cells(row);
+    for (std::string cell; std::getline(cells, cell, ',');) fields.push_back(cell);
+    BOOST_TEST_REQUIRE(fields.size() > 13u, row);
+    BOOST_TEST(!fields[13].empty(), row);
+  }
+  BOOST_TEST(r.out.find("CPU seconds per GiB sent") != std::string::npos, r.out);
   std::string svg = read_file(dir.path() + "/bench.svg");
   BOOST_TEST(svg.rfind("<svg", 0) == 0);
   BOOST_TEST(svg.find("</svg>") != std::string::npos);

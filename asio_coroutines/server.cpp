@@ -1,0 +1,172 @@
+// Slow Poetry server, model 6: asio_coroutines. One thread and Asio's loop, as in asio_callbacks,
+// but each client is served by a coroutine that reads like the blocking server's loop: write a
+// chunk, wait for the delay, write the next. Each co_await suspends this coroutine only; the
+// loop runs the other clients meanwhile and resumes it when its operation has finished.
+//
+// One connection, two coroutines on its socket:
+//
+//   send_poem:     write, wait, write, wait, ... write --> "Sent", shutdown(send) --> linger --> close
+//                  (async_write, steady_timer)                                      (timer)
+//   discard_input: read, read, ... until the client's stream ends, or the close aborts the read
+//
+//   The reader throws away whatever the client sends, since unread input would turn our close
+//   into a reset; when it sees the client close during the linger, it cuts the linger short. A
+//   write error ends the connection early ("Lost ..."); a reset that the reader sees first
+//   shows there too, at the next write.
+#include "common/asio.hpp"
+#include "common/asio_listener.hpp"
+#include "common/errors.hpp"
+#include "common/options.hpp"
+#include "common/poem.hpp"
+#include "common/report.hpp"
+#include "common/sockets.hpp"
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <csignal>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace {
+
+using namespace poetry;
+namespace asio = boost::asio;
+using asio::ip::tcp;
+using boost::system::error_code;
+using steady_clock = std::chrono::steady_clock;
+
+// The completion token of every co_await below: the coroutine resumes with the operation's
+// result, and its error (if any) in ec.
+auto into(error_code& ec) { return asio::redirect_error(asio::use_awaitable, ec); }
+
+// How long to stop accepting after accept fails (out of descriptors, most likely): the
+// listening socket stays readable, so trying again at once would spin.
+constexpr std::chrono::milliseconds accept_pause{100};
+
+// One client's socket, shared by its two coroutines. Ownership: each coroutine holds a
+// shared_ptr to it, so the socket lives until the later of the two has ended.
+struct connection {
+  explicit connection(tcp::socket socket) : socket(std::move(socket)), timer(this->socket.get_executor())
+  {
+    // Until the last byte, closing means "cut short": from the start, since co_spawn only
+    // queues send_poem, and a Ctrl-C before it runs must not look like an empty poem. (Set on
+    // the native handle: Asio turns off a linger option set through it when it destroys the
+    // socket, as at shutdown.)
+    set_reset_on_close(this->socket.native_handle(), true);
+  }
+  tcp::socket socket;
+  asio::steady_timer timer;  // the delay between chunks, then the linger time
+  bool reading = true;       // the reader has not yet seen the end of the client's stream
+  bool lingering = false;    // the poem is sent: the reader's end cuts the linger short
+};
+
+// Reads and discards whatever the client sends, until its stream ends (or a reset, or our
+// close). Then the client has closed: if we are lingering, we need wait no longer.
+asio::awaitable<void> discard_input(std::shared_ptr<connection> client)
+{
+  std::array<char, 64> discard;
+  error_code ec;
+  while (!ec) co_await client->socket.async_read_some(asio::buffer(discard), into(ec));
+  client->reading = false;
+  if (client->lingering) client->timer.cancel();
+}
+
+// Sends the poem to one client, a chunk every delay, then closes gracefully.
+asio::awaitable<void> send_poem(std::shared_ptr<connection> client, const std::string& poem,
+                                const server_options& options)
+{
+  std::string peer = peer_name(client->socket.native_handle());
+  report_somebody(peer);
+  asio::co_spawn(client->socket.get_executor(), discard_input(client), asio::detached);
+  client->timer.expires_at(steady_clock::now());
+  std::size_t sent = 0;
+  error_code ec;
+  while (sent < poem.size()) {
+    // The first chunk goes at once; each later one is due a delay after the previous one was
+    // due, so time spent on other clients does not add up over a poem.
+    if (sent > 0) {
+      client->timer.expires_at(std::max(client->timer.expiry() + options.delay, steady_clock::now()));
+      co_await client->timer.async_wait(into(ec));  // this waits, but only this client waits
+    }
+    std::string_view chunk = std::string_view(poem).substr(sent, options.num_bytes);
+    if (!options.quiet) report_sending(chunk.size(), peer);
+    sent += co_await asio::async_write(client->socket, asio::buffer(chunk), into(ec));  // what the kernel took, even on failure
+    if (ec) {
+      report_lost(peer, sent, poem.size(), ec.message());
+      client->socket.close(ec);  // a reset, and the reader's read ends
+      co_return;
+    }
+  }
+  report_sent(sent, peer);
+  // The graceful close: half-close, wait until the reader sees the client close (or the
+  // linger time passes), then close.
+  set_reset_on_close(client->socket.native_handle(), false);
+  client->socket.shutdown(tcp::socket::shutdown_send, ec);
+  client->lingering = true;
+  if (client->reading) {
+    client->timer.expires_after(linger_time);
+    co_await client->timer.async_wait(into(ec));
+  }
+  client->socket.close(ec);
+}
+
+// Accepts clients and starts a coroutine for each; every coroutine then runs on its own, so a
+// slow client delays nobody else.
+asio::awaitable<void> accept_clients(tcp::acceptor& acceptor, const std::string& poem, const server_options& options)
+{
+  asio::steady_timer pause(acceptor.get_executor());  // the pause after a failed accept
+  for (;;) {
+    error_code ec;
+    tcp::socket client = co_await acceptor.async_accept(into(ec));  // only this coroutine waits
+    if (!acceptor.is_open()) co_return;  // shutting down
+    if (ec) {
+      // Out of descriptors, or the client left before we accepted it: try again shortly.
+      pause.expires_after(accept_pause);
+      co_await pause.async_wait(into(ec));
+      continue;
+    }
+    asio::co_spawn(acceptor.get_executor(), send_poem(std::make_shared<connection>(std::move(client)), poem, options),
+                   asio::detached);
+  }
+}
+
+// Ctrl-C or SIGTERM. Stopping the io_context abandons every suspended coroutine at once, so
+// run() returns and main ends; destroying the io_context then destroys the abandoned
+// coroutines, and with them the last shared_ptr to each connection, whose socket closes.
+asio::awaitable<void> stop_on_signal(asio::io_context& io, asio::signal_set& signals, tcp::acceptor& acceptor)
+{
+  error_code ec;
+  co_await signals.async_wait(into(ec));
+  if (ec) co_return;
+  report_shutting_down();
+  acceptor.close(ec);
+  io.stop();
+}
+
+// Runs every connection's coroutine on this one thread until a signal stops the loop.
+void serve(asio::io_context& io, tcp::acceptor& listener, asio::signal_set& signals, const std::string& poem,
+           const server_options& options)
+{
+  asio::co_spawn(io, stop_on_signal(io, signals, listener), asio::detached);
+  asio::co_spawn(io, accept_clients(listener, poem, options), asio::detached);
+  io.run();  // the event loop: returns only when a signal stops it
+}
+
+}  // namespace
+
+int main(int argc, char* argv[])
+{
+  return poetry::run_main(argv[0], [&] {
+    auto options = poetry::parse_server_options(argc, argv);
+    if (!options) return 0;
+    std::string poem = poetry::load_poem(options->poem_file);
+    asio::io_context io(1);  // one thread runs every coroutine
+    tcp::acceptor listener = poetry::open_listener(io, options->iface, options->port);
+    asio::signal_set signals(io, SIGINT, SIGTERM);  // from here on, a signal is an event for the loop
+    poetry::report_serving(options->poem_file, listener.local_endpoint().port());
+    serve(io, listener, signals, poem, *options);
+    return 0;
+  });
+}

@@ -1,0 +1,152 @@
+// The asio_coroutines model. The server: each connection is two coroutines (send_poem and
+// discard_input) sharing one socket. Both end with the client, and the socket with them; the
+// reader never hurries the writer; with --delay 0 the poem streams at full speed. The client:
+// its --timeout, a coroutine beside the download, covers the connect too. (A thousand clients
+// at once: tests/load_test.cpp, every model.)
+#define BOOST_TEST_MODULE asio_coroutines
+#include <boost/test/unit_test.hpp>
+
+#include "harness.hpp"
+
+#include "common/poem.hpp"
+#include "common/sockets.hpp"
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <thread>
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+using namespace poetry::test;
+
+namespace {
+
+// How many descriptors a process has open.
+std::size_t open_files(pid_t pid)
+{
+  auto fds = std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd");
+  return static_cast<std::size_t>(std::distance(fds, std::filesystem::directory_iterator()));
+}
+
+// Waits until a process is back to a number of descriptors; returns false after the bound.
+bool back_to(pid_t pid, std::size_t files, std::chrono::milliseconds bound)
+{
+  auto until = std::chrono::steady_clock::now() + bound;
+  while (open_files(pid) > files && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(5ms);  // polling a condition, with a bound
+  return open_files(pid) <= files;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(asio_coroutines_server)
+
+BOOST_AUTO_TEST_CASE(every_connection_ends_with_its_client)
+{
+  BOOST_TEST_REQUIRE(std::filesystem::exists(loadgen()), "build bench/loadgen first");
+  temp_dir dir;
+  std::string poem = dir.write("poem", large_poem(400));
+  server s("asio_coroutines", poem, {"--delay", "0.01", "--quiet"}, room_for(500));
+  std::size_t idle = open_files(s.process().pid());
+
+  result r = run({loadgen(), "--port", s.address(), "--clients", "500", "--expect", poem}, 120s);
+  BOOST_TEST_REQUIRE(r.status == 0, r.out << r.err);
+  BOOST_TEST(s.process().wait_for_output("Sent 400 bytes", 10s));
+  // Each client closes after its last byte, so both coroutines of its connection end and the
+  // socket closes: the server is back to the descriptors it had before any client came (a
+  // coroutine left waiting would keep its socket). The last closes may still be on their way.
+  BOOST_TEST(back_to(s.process().pid(), idle, 10s));
+  BOOST_TEST(s.process().out().find("Lost") == std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(a_client_that_half_closes_mid_poem_gets_every_chunk_on_time_and_a_prompt_close)
+{
+  temp_dir dir;
+  std::string poem = large_poem(200);
+  server s("asio_coroutines", dir.write("poem", poem), {"--delay", "0.2", "--num-bytes", "20", "-q"});
+  std::size_t idle = open_files(s.process().pid());
+
+  // Three chunks, then this client says it has nothing more to send: the reader sees the end
+  // of its stream and ends while the writer waits for the fourth chunk. The writer must go on
+  // at its own pace (the reader must not wake it early), and, the reader gone, close without
+  // waiting out the linger time.
+  poetry::unique_fd fd = poetry::connect_to(poetry::address{"127.0.0.1", s.port()}, std::chrono::seconds(30));
+  std::string got;
+  char buffer[4096];
+  auto receive = [&] {
+    for (;;) {
+      ssize_t n = ::recv(fd.get(), buffer, sizeof buffer, 0);
+      if (n < 0 && errno == EINTR) continue;
+      BOOST_TEST_REQUIRE(n >= 0, "recv: " << std::strerror(errno));
+      got.append(buffer, static_cast<std::size_t>(n));
+      return n > 0;
+    }
+  };
+  while (got.size() < 60) BOOST_TEST_REQUIRE(receive(), "end of stream after " << got.size() << " bytes");
+  auto third = std::chrono::steady_clock::now();
+  ::shutdown(fd.get(), SHUT_WR);
+  BOOST_TEST_REQUIRE(receive());
+  double gap = std::chrono::duration<double>(std::chrono::steady_clock::now() - third).count();
+  BOOST_TEST(gap >= 0.1, "the fourth chunk came " << gap << " s after the third, --delay 0.2");
+  while (receive()) {
+  }
+  BOOST_TEST((got == poem), "got " << got.size() << " bytes");
+  // Our socket is still open, so only the server's own prompt close brings it back to idle;
+  // waiting out the linger time (one second) would not.
+  BOOST_TEST(back_to(s.process().pid(), idle, 700ms));
+}
+
+BOOST_AUTO_TEST_CASE(with_no_delay_a_large_poem_streams_at_full_speed)
+{
+  BOOST_TEST_REQUIRE(std::filesystem::exists(loadgen()), "build bench/loadgen first");
+  temp_dir dir;
+  const long poem_kib = 64 * 1024;
+  std::string poem = dir.write("poem", large_poem(poem_kib * 1024));
+  server s("asio_coroutines", poem, {"--delay", "0", "--num-bytes", "65536", "--quiet"});
+
+  result r = run({loadgen(), "--port", s.address(), "--clients", "4", "--expect", poem}, 120s);
+  BOOST_TEST_REQUIRE(r.status == 0, r.out << r.err);
+  // 256 MiB over loopback takes about a second here; the bound is generous for a busy machine.
+  BOOST_TEST(load_fields(r.out)["wall"] < 15.0);
+  // Every connection writes from the one poem in memory. Loading it may briefly take twice its
+  // size (more under a sanitizer); a copy per client would add four more.
+  BOOST_TEST(peak_kib(s.process().pid()) < 4 * poem_kib);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(asio_coroutines_client)
+
+// The --timeout is a second coroutine beside the download; it must cover the connect too, not
+// only the reads. A listener whose queue is full drops new handshakes, so a connect to it
+// neither succeeds nor fails.
+BOOST_AUTO_TEST_CASE(a_connect_that_never_completes_is_given_up_after_the_timeout)
+{
+  poetry::unique_fd full = poetry::listen_on("127.0.0.1", 0);
+  BOOST_TEST_REQUIRE(::listen(full.get(), 0) == 0);
+  std::uint16_t port = poetry::local_port(full.get());
+  std::vector<poetry::unique_fd> fillers;
+  for (int i = 0; i < 2; ++i) {  // never accepted: they fill the queue
+    fillers.emplace_back(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    sockaddr_in at{};
+    at.sin_family = AF_INET;
+    at.sin_port = htons(port);
+    at.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::connect(fillers.back().get(), reinterpret_cast<sockaddr*>(&at), sizeof at);
+  }
+  temp_dir dir;
+  std::string poem = ascii_poem();
+  server s("asio_coroutines", dir.write("poem", poem), {"--delay", "0.01", "-q"});
+
+  auto r = run_client("asio_coroutines", {"-q", "-t", "0.5", std::to_string(port), s.address()}, 30s);
+  BOOST_TEST(r.status == 1, r.err);
+  BOOST_TEST(r.err.find("Task 1: failed to get poetry from 127.0.0.1:" + std::to_string(port) +
+                        ": no progress for the --timeout (timed out)") != std::string::npos,
+             r.err);
+  BOOST_TEST(r.out == poem);  // the other task is not held up
+  BOOST_TEST(r.seconds < 10.0);  // the kernel itself would retry the handshake for minutes
+}
+
+BOOST_AUTO_TEST_SUITE_END()
