@@ -349,7 +349,18 @@ long peak_kib(pid_t pid)
   return -1;
 }
 
-std::string slow_lookup() { return build_dir() + "/tests/libslow_lookup.so"; }
+std::string faults_library() { return build_dir() + "/tests/libpoetry_faults.so"; }
+
+std::vector<std::string> with_faults(const std::vector<std::string>& variables)
+{
+  // A sanitizer runtime that is a shared library wants to be loaded first; the preloaded
+  // library comes first here, and touches nothing the sanitizer watches.
+  const char* asan = std::getenv("ASAN_OPTIONS");
+  std::vector<std::string> argv{"/usr/bin/env", "LD_PRELOAD=" + faults_library(),
+                                "ASAN_OPTIONS=verify_asan_link_order=0:" + std::string(asan ? asan : "")};
+  argv.insert(argv.end(), variables.begin(), variables.end());
+  return argv;
+}
 
 std::string loadgen() { return build_dir() + "/bench/loadgen"; }
 

@@ -156,8 +156,10 @@ double cpu_seconds(pid_t pid);
 // Peak resident memory of a running process (VmHWM in /proc/PID/status), in KiB.
 long peak_kib(pid_t pid);
 
-// A getaddrinfo for LD_PRELOAD that takes four seconds for the name in POETRY_SLOW_NAME.
-std::string slow_lookup();
+// Faults on demand for LD_PRELOAD (tests/faults.cpp: POETRY_SLOW_NAME, POETRY_FAILED_ACCEPTS),
+// and the start of a command line that runs a program with it and those variables set.
+std::string faults_library();
+std::vector<std::string> with_faults(const std::vector<std::string>& variables);
 
 // The race's load generator (<build>/bench/loadgen): many connections at once, every byte checked.
 std::string loadgen();
