@@ -220,9 +220,9 @@ private:
   {
     if (!acceptor_.is_open()) return;  // shutting down
     // The client left before we accepted it, or a network error: on to the next at once.
-    if (ec && !out_of_resources(ec.value())) return do_accept();
+    if (ec && retry_accept_at_once(ec.value())) return do_accept();
     if (ec) {
-      // Out of descriptors or memory: wait a moment for some to be freed.
+      // Anything else (out of descriptors or memory): wait a moment for some to be freed.
       pause_.expires_after(accept_pause);
       pause_.async_wait([this](error_code pause_ec) { on_pause(pause_ec); });
       return;

@@ -48,9 +48,9 @@ void send_poem(unique_fd client, const std::string& poem, const server_options& 
   for (;;) {
     unique_fd client(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));  // this blocks
     if (!client) {
-      // Out of descriptors or memory: wait a moment for some to be freed. Anything else (the
-      // client left before we accepted it, a network error): on to the next client at once.
-      if (out_of_resources(errno)) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      // The client left before we accepted it, or a network error: on to the next at once.
+      // Anything else (out of descriptors or memory): wait a moment for some to be freed.
+      if (!retry_accept_at_once(errno)) std::this_thread::sleep_for(std::chrono::milliseconds(100));
       continue;
     }
     send_poem(std::move(client), poem, options);

@@ -28,9 +28,15 @@ bool unusable_address(int error)
   return error == EADDRNOTAVAIL || error == EAFNOSUPPORT || error == EPROTONOSUPPORT;
 }
 
-bool out_of_resources(int error)
+bool retry_accept_at_once(int error)
 {
-  return error == EMFILE || error == ENFILE || error == ENOBUFS || error == ENOMEM;
+  switch (error) {
+  case EINTR: case ECONNABORTED: case EPROTO: case EPERM: case ENETDOWN: case ENOPROTOOPT:
+  case EHOSTDOWN: case ENONET: case EHOSTUNREACH: case EOPNOTSUPP: case ENETUNREACH:
+    return true;
+  default:
+    return false;
+  }
 }
 
 unique_fd listen_on(const std::string& iface, std::uint16_t port)

@@ -44,9 +44,10 @@ constexpr std::chrono::seconds linger_time{1};
 // as opposed to, say, "port in use" (report it).
 bool unusable_address(int error);
 
-// True for the accept errors that mean "out of descriptors or memory" (wait before trying
-// again); every other one (the client left, a network error) calls for trying again at once.
-bool out_of_resources(int error);
+// True for the accept errors that accept(2) says to retry at once: the client left before we
+// accepted it, or a network error on its connection. Any other (out of descriptors or memory,
+// most likely) calls for a pause before trying again, or the server would spin.
+bool retry_accept_at_once(int error);
 
 // A blocking listening socket on iface:port, with SO_REUSEADDR (restartable at once),
 // dual-stack for "::", and marked reset-on-close, which every accepted socket inherits. Throws std::runtime_error("cannot listen on IFACE:PORT: reason").

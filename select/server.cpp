@@ -135,8 +135,8 @@ bool accept_clients(const unique_fd& listener, std::map<int, connection>& connec
   while (connections.size() < room) {
     unique_fd client(::accept4(listener.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));  // never blocks
     if (!client && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;  // nobody else waits
-    if (!client && out_of_resources(errno)) return false;  // the rest stay queued in the kernel
-    if (!client) continue;  // that one left already, or a network error: on to the next
+    if (!client && retry_accept_at_once(errno)) continue;  // that one left already, or a network error
+    if (!client) return false;  // EMFILE, ENFILE, ENOBUFS, ...: the rest stay queued in the kernel
     std::string peer = peer_name(client.get());  // reset-on-close since accept (listen_on)
     report_somebody(peer);
     int fd = client.get();

@@ -95,9 +95,9 @@ private:
   for (;;) {
     unique_fd client(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));  // this blocks
     if (!client) {
-      // Out of descriptors or memory: wait a moment for some to be freed. Anything else (the
-      // client left before we accepted it, a network error): on to the next client at once.
-      if (out_of_resources(errno)) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      // The client left before we accepted it, or a network error: on to the next at once.
+      // Anything else (out of descriptors or memory): wait a moment for some to be freed.
+      if (!retry_accept_at_once(errno)) std::this_thread::sleep_for(std::chrono::milliseconds(100));
       continue;
     }
     threads.join_finished();
