@@ -12,10 +12,6 @@
 #include <cstdlib>
 #include <string>
 
-#include <boost/asio/awaitable.hpp>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
-#include <boost/asio/use_awaitable.hpp>
 
 namespace asio = boost::asio;
 using boost::system::error_code;
@@ -64,6 +60,9 @@ BOOST_AUTO_TEST_CASE(a_name_that_does_not_resolve_fails_in_resolves_words)
   BOOST_TEST(result.message() == resolve_reason("no-such-host.invalid"));  // not Asio's own words
 }
 
+// Boost 1.74 turns Asio's coroutine support on for g++ only (clang++ with libstdc++ needs it
+// switched on by hand; the coroutine model does that).
+#if defined(BOOST_ASIO_HAS_CO_AWAIT)
 BOOST_AUTO_TEST_CASE(a_coroutine_awaits_it)
 {
   asio::io_context io;
@@ -86,6 +85,7 @@ BOOST_AUTO_TEST_CASE(a_coroutine_awaits_it)
   BOOST_TEST(found == 1u);
   BOOST_TEST(failure == resolve_reason("no-such-host.invalid"));
 }
+#endif
 
 BOOST_AUTO_TEST_CASE(cancel_ends_the_wait_at_once)
 {
