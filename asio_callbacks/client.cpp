@@ -9,12 +9,15 @@
 //    |
 //    v        on_resolve               on_connect            on_read: end of stream
 //   resolving ----------> connecting -----------> reading --------------------------> done
-//   (async_resolve)       (async_connect:         (async_read_some)
-//                          each address in turn)   |  ^
-//                                                  +--+ on_read: some bytes; read again
-//
-//   From any state: an error, or no progress for the --timeout (a steady_timer) --> failed.
+//   (async_resolve,       (async_connect)          (async_read_some)
+//    common/)              |    ^                   |  ^
+//                          +----+                   +--+ on_read: some bytes; read again
+//          refused, or no progress for the --timeout:
+//          the next address                    From any state: an error, or no progress for
+//                                              the --timeout (a steady_timer), or no address
+//                                              left --> failed.
 #include "common/asio.hpp"
+#include "common/asio_resolve.hpp"
 #include "common/errors.hpp"
 #include "common/options.hpp"
 #include "common/output.hpp"
@@ -57,35 +60,55 @@ public:
   }
 
 private:
-  // Looks the host up (Asio runs getaddrinfo on a helper thread, so the loop never waits for it).
+  // Looks the host up (common/'s resolver runs getaddrinfo on a thread of its own, so neither
+  // the loop nor any other download waits for it).
   void do_resolve()
   {
-    resolver_.async_resolve(from_.host, std::to_string(from_.port),
-                            [self = shared_from_this()](error_code ec, tcp::resolver::results_type results) {
+    resolver_.async_resolve(from_.host, from_.port,
+                            [self = shared_from_this()](error_code ec, resolver::results_type results) {
                               self->on_resolve(ec, std::move(results));
                             });
   }
 
-  void on_resolve(error_code ec, tcp::resolver::results_type results)
+  void on_resolve(error_code ec, resolver::results_type results)
   {
     if (ended_) return;
     if (ec) return fail(ec.message());
-    made_progress();
-    do_connect(results);
+    endpoints_ = std::move(results);
+    do_connect();
   }
 
-  // Connects to each resolved address in turn until one answers.
-  void do_connect(const tcp::resolver::results_type& results)
+  // Connects to the next resolved address; each one gets the whole --timeout. With none left,
+  // the download fails with the last reason.
+  void do_connect()
   {
-    asio::async_connect(socket_, results, [self = shared_from_this()](error_code ec, const tcp::endpoint&) {
-      self->on_connect(ec);
-    });
+    error_code ec;
+    socket_.close(ec);
+    while (next_ < endpoints_.size()) {
+      const tcp::endpoint& e = endpoints_[next_++];
+      socket_.open(e.protocol(), ec);
+      if (ec) {
+        error_ = ec;
+        continue;
+      }
+      connecting_ = true;
+      made_progress();
+      socket_.async_connect(e, [self = shared_from_this(), attempt = next_](error_code ec) {
+        self->on_connect(ec, attempt);
+      });
+      return;
+    }
+    fail(error_.message());
   }
 
-  void on_connect(error_code ec)
+  void on_connect(error_code ec, std::size_t attempt)
   {
-    if (ended_) return;
-    if (ec) return fail(ec.message());
+    if (ended_ || attempt != next_) return;  // ended, or given up on that address (on_watch)
+    if (ec) {
+      error_ = ec;
+      return do_connect();
+    }
+    connecting_ = false;
     made_progress();
     do_read();
   }
@@ -126,7 +149,11 @@ private:
   {
     if (ended_ || ec) return;
     if (deadline_ > steady_clock::now()) return do_watch();
-    fail("no progress for the --timeout (timed out)");
+    if (!connecting_) return fail("no progress for the --timeout (timed out)");
+    // A connect that got no answer gives up on this address only: on to the next.
+    error_ = asio::error::timed_out;
+    do_connect();
+    if (!ended_) do_watch();
   }
 
   // Some progress: the --timeout counts again from now.
@@ -152,7 +179,7 @@ private:
   void fail(const std::string& reason)
   {
     end();
-    report_task_failed(task_, from_, reason + (poem_.empty() ? "" : " after " + std::to_string(poem_.size()) + " bytes"));
+    report_task_failed(task_, from_, reason, poem_.size());
   }
 
   // Cancels whatever is still pending; those handlers then see ended_ and return, dropping the
@@ -166,7 +193,11 @@ private:
     timer_.cancel();
   }
 
-  tcp::resolver resolver_;
+  resolver resolver_;
+  resolver::results_type endpoints_;  // every resolved address, tried in turn
+  std::size_t next_ = 0;              // the next of them to try
+  error_code error_ = make_error_code(boost::system::errc::address_not_available);  // why the last one failed
+  bool connecting_ = false;           // a connect is pending
   tcp::socket socket_;
   asio::steady_timer timer_;  // the --timeout
   steady_clock::time_point deadline_;  // --timeout: no progress by then, give up

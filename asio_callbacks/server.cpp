@@ -47,7 +47,7 @@ using asio::ip::tcp;
 using boost::system::error_code;
 using steady_clock = std::chrono::steady_clock;
 
-// How long to stop accepting after accept fails (out of descriptors, most likely): the
+// How long to stop accepting after accept fails for want of descriptors or memory: the
 // listening socket stays readable, so trying again at once would spin.
 constexpr std::chrono::milliseconds accept_pause{100};
 
@@ -65,11 +65,10 @@ public:
   {
   }
 
+  // The socket is reset-on-close from accept on (open_listener): until the last byte, closing
+  // means "cut short".
   void start()
   {
-    // Until the last byte, closing means "cut short". (Set on the native handle: Asio turns off
-    // a linger option set through it when it destroys the socket, as at shutdown.)
-    set_reset_on_close(socket_.native_handle(), true);
     report_somebody(peer_);
     timer_.expires_at(steady_clock::now());  // the first chunk is due at once
     do_read();
@@ -112,15 +111,17 @@ private:
   {
     std::string_view chunk = std::string_view(poem_).substr(sent_, options_.num_bytes);
     if (!options_.quiet) report_sending(chunk.size(), peer_);
+    writing_ = true;
     asio::async_write(socket_, asio::buffer(chunk),
                       [self = shared_from_this()](error_code ec, std::size_t n) { self->on_write(ec, n); });
   }
 
   void on_write(error_code ec, std::size_t n)
   {
-    if (!socket_.is_open()) return;  // the session already ended (a reset seen by the read)
+    writing_ = false;
+    sent_ += n;  // even after an error, n says how much of the chunk reached the kernel
+    if (!socket_.is_open()) return;  // the session already ended
     if (ec) return fail(ec);
-    sent_ += n;
     do_next();
   }
 
@@ -140,6 +141,8 @@ private:
     if (lingering_) return close();
     // Mid-poem, end of stream only means the client has nothing more to say: keep sending.
     if (ec == asio::error::eof) return;
+    // A reset: a write in flight fails too, and its handler reports how far it got.
+    if (writing_) return;
     fail(ec);
   }
 
@@ -185,6 +188,7 @@ private:
   const server_options& options_;
   std::string peer_;
   std::size_t sent_ = 0;
+  bool writing_ = false;        // an async_write is in flight
   bool lingering_ = false;      // the poem is sent and our side is shut down
   bool client_closed_ = false;  // the read saw the end of the client's stream (or an error)
   std::array<char, 256> discard_;
@@ -215,8 +219,10 @@ private:
   void on_accept(error_code ec, tcp::socket socket)
   {
     if (!acceptor_.is_open()) return;  // shutting down
+    // The client left before we accepted it, or a network error: on to the next at once.
+    if (ec && retry_accept_at_once(ec.value())) return do_accept();
     if (ec) {
-      // Out of descriptors, or the client left before we accepted it: try again shortly.
+      // Anything else (out of descriptors or memory): wait a moment for some to be freed.
       pause_.expires_after(accept_pause);
       pause_.async_wait([this](error_code pause_ec) { on_pause(pause_ec); });
       return;

@@ -104,7 +104,7 @@ private:
   {
     ended_ = true;
     watch_.cancel();
-    report_task_failed(task_, from_, reason + (poem_.empty() ? "" : " after " + std::to_string(poem_.size()) + " bytes"));
+    report_task_failed(task_, from_, reason, poem_.size());
     transport_->abort();
   }
 

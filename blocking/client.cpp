@@ -39,7 +39,7 @@ bool get_poem(int task, const address& from, const client_options& options, poem
     }
     output.complete(task, poem);
   } catch (const std::exception& e) {
-    report_task_failed(task, from, e.what() + (poem.empty() ? "" : " after " + std::to_string(poem.size()) + " bytes"));
+    report_task_failed(task, from, e.what(), poem.size());
     return false;
   }
   report_task_done(task, poem.size(), from, clock.seconds());

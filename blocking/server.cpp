@@ -21,20 +21,24 @@ using namespace poetry;
 // Sends the poem to one client, a chunk every delay, then closes gracefully.
 void send_poem(unique_fd client, const std::string& poem, const server_options& options)
 {
-  std::string peer = peer_name(client.get());
-  set_reset_on_close(client.get(), true);  // until the last byte, closing means "cut short"
-  report_somebody(peer);
+  std::string peer = peer_name(client.get());  // reset-on-close since accept (listen_on)
   std::size_t sent = 0;
-  while (sent < poem.size()) {
-    // The first chunk goes at once; each later one waits for the delay.
-    if (sent > 0) std::this_thread::sleep_for(options.delay);  // this blocks everyone else too
-    std::string_view chunk = std::string_view(poem).substr(sent, options.num_bytes);
-    if (!options.quiet) report_sending(chunk.size(), peer);
-    if (int error = send_all(client.get(), chunk); error != 0)
-      return report_lost(peer, sent, poem.size(), system_reason(error));
-    sent += chunk.size();
+  try {
+    report_somebody(peer);
+    while (sent < poem.size()) {
+      // The first chunk goes at once; each later one waits for the delay.
+      if (sent > 0) std::this_thread::sleep_for(options.delay);  // this blocks everyone else too
+      std::string_view chunk = std::string_view(poem).substr(sent, options.num_bytes);
+      if (!options.quiet) report_sending(chunk.size(), peer);
+      if (int error = send_all(client.get(), chunk, sent); error != 0)
+        return report_lost(peer, sent, poem.size(), system_reason(error));
+    }
+    report_sent(sent, peer);
+  } catch (const std::exception& e) {
+    // Out of memory, most likely: this client is cut short (its socket closes with a reset),
+    // not the server.
+    return report_lost(peer, sent, poem.size(), e.what());
   }
-  report_sent(sent, peer);
   close_gracefully(std::move(client));
 }
 
@@ -44,8 +48,9 @@ void send_poem(unique_fd client, const std::string& poem, const server_options& 
   for (;;) {
     unique_fd client(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));  // this blocks
     if (!client) {
-      // Out of descriptors, or the client left before we accepted it: try again shortly.
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      // The client left before we accepted it, or a network error: on to the next at once.
+      // Anything else (out of descriptors or memory): wait a moment for some to be freed.
+      if (!retry_accept_at_once(errno)) std::this_thread::sleep_for(std::chrono::milliseconds(100));
       continue;
     }
     send_poem(std::move(client), poem, options);

@@ -60,6 +60,13 @@ std::string to_string(const address& where)
   return where.host + ":" + std::to_string(where.port);
 }
 
+resolve_error::resolve_error(int code, int system_error)
+  : std::runtime_error(code == EAI_SYSTEM ? system_reason(system_error) : ::gai_strerror(code)),
+    code(code),
+    system_error(system_error)
+{
+}
+
 static std::vector<endpoint> get_addresses(const char* host, std::uint16_t port, int flags)
 {
   addrinfo hints{};
@@ -69,7 +76,7 @@ static std::vector<endpoint> get_addresses(const char* host, std::uint16_t port,
   addrinfo* list = nullptr;
   std::string service = std::to_string(port);
   if (int rc = ::getaddrinfo(host, service.c_str(), &hints, &list); rc != 0)
-    throw std::runtime_error(rc == EAI_SYSTEM ? system_reason(errno) : ::gai_strerror(rc));
+    throw resolve_error(rc, errno);
   std::vector<endpoint> result;
   for (addrinfo* ai = list; ai != nullptr; ai = ai->ai_next) {
     endpoint e;
@@ -126,6 +133,11 @@ std::string to_string(const sockaddr* sa)
   }
   if (sa->sa_family == AF_INET6) {
     auto* in6 = reinterpret_cast<const sockaddr_in6*>(sa);
+    // An IPv4 peer of a dual-stack socket ("::ffff:127.0.0.1"): print it as the peer sees itself.
+    if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
+      ::inet_ntop(AF_INET, &in6->sin6_addr.s6_addr[12], host, sizeof host);
+      return std::string(host) + ":" + std::to_string(ntohs(in6->sin6_port));
+    }
     ::inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
     return "[" + std::string(host) + "]:" + std::to_string(ntohs(in6->sin6_port));
   }

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -33,8 +34,16 @@ struct endpoint {
   const sockaddr* get() const { return reinterpret_cast<const sockaddr*>(&storage); }
 };
 
+// What resolve throws: the resolver's reason ("Name or service not known") and its code, an
+// EAI_* value (EAI_SYSTEM: system_error says why).
+struct resolve_error : std::runtime_error {
+  resolve_error(int code, int system_error);
+  int code;
+  int system_error;
+};
+
 // Every address getaddrinfo gives for host:port, in its order, to be tried in turn.
-// Throws std::runtime_error with the resolver's reason ("Name or service not known").
+// Throws resolve_error.
 std::vector<endpoint> resolve(const std::string& host, std::uint16_t port);
 
 // The addresses to listen on for an interface name, IPv4 first (so that "localhost"

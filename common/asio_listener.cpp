@@ -25,6 +25,9 @@ tcp::acceptor open_listener(asio::io_context& io, const std::string& iface, std:
     if (ec) continue;
     acceptor.set_option(asio::socket_base::reuse_address(true), ec);
     if (at.protocol() == tcp::v6()) acceptor.set_option(asio::ip::v6_only(false), ec);
+    // As listen_on: accepted sockets inherit reset-on-close from birth. (Set on the native
+    // handle: Asio turns off a linger option set through it when it destroys the socket.)
+    set_reset_on_close(acceptor.native_handle(), true);
     acceptor.bind(at, ec);
     if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
     if (!ec) return acceptor;

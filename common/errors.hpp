@@ -16,7 +16,9 @@ struct usage_error : std::runtime_error {
 // The system's words for an errno value ("Connection refused").
 std::string system_reason(int error_number);
 
-// Runs body; turns a usage_error into exit status 2 and any other exception into 1.
+// Runs body; turns a usage_error into exit status 2 and any other exception into 1. First it
+// ignores SIGPIPE (a write to a reader that has gone fails with EPIPE and is reported) and
+// opens any of descriptors 0-2 the program was started without, so no socket ever gets one.
 int run_main(const char* argv0, const std::function<int()>& body);
 
 }  // namespace poetry

@@ -1,5 +1,7 @@
-// The lines servers print on stdout and clients print on stderr. Each line is written whole
-// and flushed at once, so lines from several threads never mix and scripts can read them live.
+// The lines servers print on stdout and clients print on stderr. Each line is written whole,
+// so lines from several threads never mix and scripts can read them live. A server never
+// waits for its stdout: its lines go out through a small writer thread, and are dropped (then
+// counted in one line) while nobody reads them; see report.cpp.
 #pragma once
 
 #include "common/address.hpp"
@@ -17,13 +19,14 @@ void report_sending(std::size_t bytes, const std::string& peer);
 void report_sent(std::size_t bytes, const std::string& peer);
 void report_lost(const std::string& peer, std::size_t sent, std::size_t total, const std::string& reason);
 void report_lost(const std::string& peer, const std::string& reason);  // "Lost PEER: reason"
-void report_shutting_down();
+void report_shutting_down();  // the last line: waits half a second at most for it to be written
 
 // Client lines (stderr).
 void report_task_start(int task, const address& from);
 void report_task_bytes(int task, std::size_t bytes, const address& from);
 void report_task_done(int task, std::size_t bytes, const address& from, double seconds);
-void report_task_failed(int task, const address& from, const std::string& reason);
+// "failed to get poetry from ADDRESS[ after N bytes]: reason" (got: the bytes that had arrived).
+void report_task_failed(int task, const address& from, const std::string& reason, std::size_t got = 0);
 // The client's last line; returns its exit status: 0 if every poem arrived, else 1.
 int report_summary(int poems, int failed, double seconds);
 

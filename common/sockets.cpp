@@ -1,10 +1,13 @@
 #include "common/sockets.hpp"
 
 #include "common/errors.hpp"
+#include "common/report.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <stdexcept>
+#include <thread>
 
 #include <fcntl.h>
 #include <linux/sockios.h>
@@ -27,6 +30,17 @@ bool unusable_address(int error)
   return error == EADDRNOTAVAIL || error == EAFNOSUPPORT || error == EPROTONOSUPPORT;
 }
 
+bool retry_accept_at_once(int error)
+{
+  switch (error) {
+  case EINTR: case ECONNABORTED: case EPROTO: case EPERM: case ENETDOWN: case ENOPROTOOPT:
+  case EHOSTDOWN: case ENONET: case EHOSTUNREACH: case EOPNOTSUPP: case ENETUNREACH:
+    return true;
+  default:
+    return false;
+  }
+}
+
 unique_fd listen_on(const std::string& iface, std::uint16_t port)
 {
   int error = EADDRNOTAVAIL;
@@ -39,6 +53,9 @@ unique_fd listen_on(const std::string& iface, std::uint16_t port)
     int on = 1, off = 0;
     ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
     if (e.family == AF_INET6) ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off);
+    // Every accepted socket inherits the mark from here, so it is reset-on-close from the moment
+    // it exists: no signal between accept and a later setsockopt can end it like a finished poem.
+    set_reset_on_close(fd.get(), true);
     if (::bind(fd.get(), e.get(), e.length) == 0 && ::listen(fd.get(), SOMAXCONN) == 0) return fd;
     error = errno;
     // Only an address this machine cannot use sends us on to the next one; a port in use
@@ -67,7 +84,8 @@ std::string peer_name(int fd)
 
 static void set_timeout(int fd, int option, std::chrono::nanoseconds timeout)
 {
-  auto micros = std::chrono::duration_cast<std::chrono::microseconds>(timeout).count();
+  // Rounded up, to at least a microsecond: a zero timeval would mean "no timeout at all".
+  auto micros = std::max<long long>(1, std::chrono::ceil<std::chrono::microseconds>(timeout).count());
   timeval tv{static_cast<time_t>(micros / 1000000), static_cast<suseconds_t>(micros % 1000000)};
   ::setsockopt(fd, SOL_SOCKET, option, &tv, sizeof tv);
 }
@@ -100,13 +118,14 @@ void set_reset_on_close(int fd, bool reset)
   ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &option, sizeof option);
 }
 
-int send_all(int fd, std::string_view data)
+int send_all(int fd, std::string_view data, std::size_t& sent)
 {
   while (!data.empty()) {
     ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return errno;
     data.remove_prefix(static_cast<std::size_t>(n));
+    sent += static_cast<std::size_t>(n);
   }
   return 0;
 }
@@ -137,20 +156,21 @@ std::size_t unacknowledged_bytes(int fd)
   return static_cast<std::size_t>(bytes);
 }
 
-extern "C" void exit_now(int)
-{
-  static const char line[] = "Shutting down.\n";
-  [[maybe_unused]] auto n = ::write(STDOUT_FILENO, line, sizeof line - 1);
-  ::_exit(0);
-}
-
 void exit_on_signals()
 {
-  struct sigaction action {};
-  action.sa_handler = exit_now;
-  sigemptyset(&action.sa_mask);
-  ::sigaction(SIGINT, &action, nullptr);
-  ::sigaction(SIGTERM, &action, nullptr);
+  // Blocked here, the signals stay blocked in every thread started later; only the waiting
+  // thread takes them. (A signal handler could not print safely: report.cpp's queue takes a lock.)
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  ::pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  std::thread([signals] {
+    int signal = 0;
+    ::sigwait(&signals, &signal);
+    report_shutting_down();  // waits half a second at most for stdout
+    ::_exit(0);
+  }).detach();
 }
 
 }  // namespace poetry

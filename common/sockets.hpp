@@ -44,8 +44,13 @@ constexpr std::chrono::seconds linger_time{1};
 // as opposed to, say, "port in use" (report it).
 bool unusable_address(int error);
 
-// A blocking listening socket on iface:port, with SO_REUSEADDR (restartable at once) and
-// dual-stack for "::". Throws std::runtime_error("cannot listen on IFACE:PORT: reason").
+// True for the accept errors that accept(2) says to retry at once: the client left before we
+// accepted it, or a network error on its connection. Any other (out of descriptors or memory,
+// most likely) calls for a pause before trying again, or the server would spin.
+bool retry_accept_at_once(int error);
+
+// A blocking listening socket on iface:port, with SO_REUSEADDR (restartable at once),
+// dual-stack for "::", and marked reset-on-close, which every accepted socket inherits. Throws std::runtime_error("cannot listen on IFACE:PORT: reason").
 unique_fd listen_on(const std::string& iface, std::uint16_t port);
 
 // The port a socket is bound to, and the address of its peer ("127.0.0.1:51234").
@@ -59,11 +64,18 @@ unique_fd connect_to(const address& where, std::optional<std::chrono::nanosecond
 
 // Until the poem is complete, closing a server's connection resets it (SO_LINGER 0): a client
 // then sees "Connection reset by peer" and can tell a poem cut short -- by a lost thread, a
-// crash, Ctrl-C -- from a complete one, which ends with a normal end of stream.
+// crash, Ctrl-C -- from a complete one, which ends with a normal end of stream. Set on the
+// listening socket, the mark is on every accepted socket from birth (Linux copies it).
 void set_reset_on_close(int fd, bool reset);
 
-// Sends all of data with blocking send() calls, never raising SIGPIPE. Returns 0 or an errno.
-int send_all(int fd, std::string_view data);
+// Sends all of data with blocking send() calls, never raising SIGPIPE, adding to sent each
+// byte handed to the kernel. Returns 0 or an errno.
+int send_all(int fd, std::string_view data, std::size_t& sent);
+inline int send_all(int fd, std::string_view data)
+{
+  std::size_t sent = 0;
+  return send_all(fd, data, sent);
+}
 
 // The end of a poem on a blocking socket: no more reset on close, half-close, discard what the client sent until it
 // closes or linger_time passes, then close.
@@ -75,8 +87,9 @@ void set_nonblocking(int fd);
 // (SIOCOUTQ); 0 if the system cannot tell.
 std::size_t unacknowledged_bytes(int fd);
 
-// SIGINT and SIGTERM print "Shutting down." and end the process with status 0 at once;
-// the kernel closes every socket. (The blocking and threaded servers use this.)
+// SIGINT and SIGTERM print "Shutting down." and end the process with status 0 at once (a
+// thread waits for them; stdout gets half a second at most); the kernel closes every socket,
+// resetting the unfinished ones. (The blocking and threaded servers use this.)
 void exit_on_signals();
 
 }  // namespace poetry

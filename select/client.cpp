@@ -131,7 +131,7 @@ void get_poem(task& t, unsigned ready, const client_options& options, poem_outpu
       connect_next(t, options);
     }
   } catch (const std::exception& e) {
-    report_task_failed(t.number, t.from, e.what() + (t.poem.empty() ? "" : " after " + std::to_string(t.poem.size()) + " bytes"));
+    report_task_failed(t.number, t.from, e.what(), t.poem.size());
     t.is = state::failed;
     t.server.reset();
   }

@@ -128,24 +128,16 @@ unsigned events_for(const connection& c)
 
 // Accepts the clients waiting in the kernel's queue, while there is room for their sockets.
 // Returns false when accept fails for want of descriptors (or memory): wait before trying again.
-bool accept_clients(const unique_fd& listener, std::map<int, connection>& connections, std::size_t room,
-                    const std::string& poem)
+bool accept_clients(const unique_fd& listener, std::map<int, connection>& connections, std::size_t room)
 {
+  // room keeps every client's descriptor below FD_SETSIZE (see descriptors_left), and the
+  // loop opens nothing else, so each one fits in an fd_set.
   while (connections.size() < room) {
     unique_fd client(::accept4(listener.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));  // never blocks
     if (!client && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;  // nobody else waits
-    if (!client && (errno == ECONNABORTED || errno == EINTR)) continue;     // that one left already
+    if (!client && retry_accept_at_once(errno)) continue;  // that one left already, or a network error
     if (!client) return false;  // EMFILE, ENFILE, ENOBUFS, ...: the rest stay queued in the kernel
-    std::string peer = peer_name(client.get());
-    // Never FD_SET what an fd_set cannot hold. (room should prevent this; if something else
-    // took descriptors, refuse this client with a reset rather than an empty poem.)
-    if (!selector::fits(client.get())) {
-      linger reset{1, 0};
-      ::setsockopt(client.get(), SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
-      report_lost(peer, 0, poem.size(), "too many connections for select");
-      return false;
-    }
-    set_reset_on_close(client.get(), true);  // until the last byte, closing means "cut short"
+    std::string peer = peer_name(client.get());  // reset-on-close since accept (listen_on)
     report_somebody(peer);
     int fd = client.get();
     connections.emplace(fd, connection{.socket = std::move(client), .peer = peer, .deadline = steady_clock::now()});
@@ -185,7 +177,7 @@ void serve(const unique_fd& listener, const unique_fd& signals, const std::strin
     // SIGINT or SIGTERM: stop. Destroying the table closes every socket.
     if (round.ready(signals.get())) return;
     // New clients: their first chunk is due at once, in this very round.
-    if (round.ready(listener.get()) && !accept_clients(listener, connections, room, poem))
+    if (round.ready(listener.get()) && !accept_clients(listener, connections, room))
       accept_after = steady_clock::now() + std::chrono::seconds(1);
     auto now = steady_clock::now();
     // Every connection takes the steps it can: input, room to write, or a deadline that came.

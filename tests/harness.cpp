@@ -51,6 +51,8 @@ child::child(std::vector<std::string> argv, spawn_options options)
     files.rlim_cur = *options.max_files;
     files.rlim_max = std::max<rlim_t>(current.rlim_max, *options.max_files);
   }
+  rlimit memory{};
+  if (options.max_memory) memory.rlim_cur = memory.rlim_max = *options.max_memory;
   pid_ = ::fork();
   if (pid_ < 0) throw std::runtime_error(std::string("fork failed: ") + std::strerror(errno));
   if (pid_ == 0) {
@@ -59,7 +61,9 @@ child::child(std::vector<std::string> argv, spawn_options options)
     ::dup2(options.stdin_pipe ? in[0] : devnull, STDIN_FILENO);
     ::dup2(out[1], STDOUT_FILENO);
     ::dup2(err[1], STDERR_FILENO);
+    if (options.stdout_closed) ::close(STDOUT_FILENO);
     if (options.max_files) ::setrlimit(RLIMIT_NOFILE, &files);
+    if (options.max_memory) ::setrlimit(RLIMIT_AS, &memory);
     if (options.default_sigpipe) ::signal(SIGPIPE, SIG_DFL);
     // A test started from a script in the background inherits SIGINT ignored; the programs
     // under test start as they would from a terminal.
@@ -78,26 +82,34 @@ child::child(std::vector<std::string> argv, spawn_options options)
     stdin_fd_ = in[1];
   }
   pidfd_ = static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0));
-  out_reader_ = std::thread([this, fd = out[0]] { collect(fd, out_); });
-  err_reader_ = std::thread([this, fd = err[0]] { collect(fd, err_); });
+  out_reader_ = std::thread([this, fd = out[0], reader = options.reader] { collect(fd, out_, reader); });
+  err_reader_ = std::thread([this, fd = err[0]] { collect(fd, err_, stdout_reader::keeps_reading); });
 }
 
-void child::collect(int fd, std::string& into)
+void child::collect(int fd, std::string& into, stdout_reader reader)
 {
   char buffer[65536];
   for (;;) {
     ssize_t n = ::read(fd, buffer, sizeof buffer);
     if (n < 0 && errno == EINTR) continue;
+    // The first line is in: stop reading here if asked to. The pipe closes before anyone hears
+    // of the line, so whatever the child writes after it finds the reader gone.
+    bool stop = n > 0 && reader != stdout_reader::keeps_reading && std::memchr(buffer, '\n', static_cast<std::size_t>(n));
+    if (stop && reader == stdout_reader::closes_after_first_line) {
+      ::close(fd);
+      fd = -1;
+    }
     std::lock_guard lock(mutex_);
-    if (n <= 0) {
+    if (n > 0) into.append(buffer, static_cast<std::size_t>(n));
+    if (n <= 0 || stop) {
       (&into == &out_ ? out_closed_ : err_closed_) = true;
+      if (stop) std::swap(stalled_fd_, fd);  // kept open, unread, until the child is gone
       changed_.notify_all();
       break;
     }
-    into.append(buffer, static_cast<std::size_t>(n));
     changed_.notify_all();
   }
-  ::close(fd);
+  if (fd >= 0) ::close(fd);
 }
 
 child::~child()
@@ -111,6 +123,7 @@ child::~child()
   if (out_reader_.joinable()) out_reader_.join();
   if (err_reader_.joinable()) err_reader_.join();
   if (pidfd_ >= 0) ::close(pidfd_);
+  if (stalled_fd_ >= 0) ::close(stalled_fd_);
 }
 
 std::optional<std::string> child::wait_for_line(const std::string& prefix, std::chrono::milliseconds bound)
@@ -334,6 +347,19 @@ long peak_kib(pid_t pid)
   for (std::string line; std::getline(status, line);)
     if (line.rfind("VmHWM:", 0) == 0) return std::stol(line.substr(6));
   return -1;
+}
+
+std::string faults_library() { return build_dir() + "/tests/libpoetry_faults.so"; }
+
+std::vector<std::string> with_faults(const std::vector<std::string>& variables)
+{
+  // A sanitizer runtime that is a shared library wants to be loaded first; the preloaded
+  // library comes first here, and touches nothing the sanitizer watches.
+  const char* asan = std::getenv("ASAN_OPTIONS");
+  std::vector<std::string> argv{"/usr/bin/env", "LD_PRELOAD=" + faults_library(),
+                                "ASAN_OPTIONS=verify_asan_link_order=0:" + std::string(asan ? asan : "")};
+  argv.insert(argv.end(), variables.begin(), variables.end());
+  return argv;
 }
 
 std::string loadgen() { return build_dir() + "/bench/loadgen"; }

@@ -44,8 +44,16 @@ std::string build_dir();
 std::string program(const std::string& model, const std::string& name);  // "server" or "client"
 std::string source_dir();
 
+// What the test does with the child's stdout once its first line has come: go on reading it
+// (the default), close the pipe (the reader has gone, as with `| head -1`), or stop reading
+// but keep it open (a paused `| less`: the pipe fills up).
+enum class stdout_reader { keeps_reading, closes_after_first_line, stalls_after_first_line };
+
 struct spawn_options {
   std::optional<unsigned long> max_files;  // RLIMIT_NOFILE for the child
+  std::optional<unsigned long> max_memory; // RLIMIT_AS for the child, in bytes
+  stdout_reader reader = stdout_reader::keeps_reading;
+  bool stdout_closed = false;               // the child starts with descriptor 1 closed
   bool default_sigpipe = true;              // the child starts with SIGPIPE at SIG_DFL
   bool stdin_pipe = false;                  // give the child a pipe as stdin (else /dev/null)
 };
@@ -73,10 +81,11 @@ public:
   bool running();
 
 private:
-  void collect(int fd, std::string& into);
+  void collect(int fd, std::string& into, stdout_reader reader);
   pid_t pid_ = -1;
   int pidfd_ = -1;
   int stdin_fd_ = -1;
+  int stalled_fd_ = -1;  // a stdout pipe nobody reads any more
   std::optional<int> status_;
   std::mutex mutex_;
   std::condition_variable changed_;
@@ -146,6 +155,11 @@ double cpu_seconds(pid_t pid);
 
 // Peak resident memory of a running process (VmHWM in /proc/PID/status), in KiB.
 long peak_kib(pid_t pid);
+
+// Faults on demand for LD_PRELOAD (tests/faults.cpp: POETRY_SLOW_NAME, POETRY_FAILED_ACCEPTS),
+// and the start of a command line that runs a program with it and those variables set.
+std::string faults_library();
+std::vector<std::string> with_faults(const std::vector<std::string>& variables);
 
 // The race's load generator (<build>/bench/loadgen): many connections at once, every byte checked.
 std::string loadgen();

@@ -40,7 +40,7 @@ bool get_poem(int task, const address& from, const client_options& options, poem
     }
     output.complete(task, poem);
   } catch (const std::exception& e) {
-    report_task_failed(task, from, e.what() + (poem.empty() ? "" : " after " + std::to_string(poem.size()) + " bytes"));
+    report_task_failed(task, from, e.what(), poem.size());
     return false;
   }
   report_task_done(task, poem.size(), from, clock.seconds());
@@ -59,8 +59,15 @@ int main(int argc, char* argv[])
     // One thread per address, all at once; each writes only its own result.
     std::vector<char> ok(options->addresses.size(), 0);
     std::vector<std::jthread> threads;
-    for (std::size_t i = 0; i < options->addresses.size(); ++i)
-      threads.emplace_back([&, i] { ok[i] = get_poem(static_cast<int>(i + 1), options->addresses[i], *options, output); });
+    for (std::size_t i = 0; i < options->addresses.size(); ++i) {
+      int task = static_cast<int>(i + 1);
+      try {
+        threads.emplace_back([&, i, task] { ok[i] = get_poem(task, options->addresses[i], *options, output); });
+      } catch (const std::exception& e) {
+        // No thread for this task (out of threads or memory): it fails; the others go on.
+        poetry::report_task_failed(task, options->addresses[i], std::string("cannot start a thread: ") + e.what());
+      }
+    }
     threads.clear();  // joins every thread
     int got = static_cast<int>(std::count(ok.begin(), ok.end(), 1));
     int failed = static_cast<int>(ok.size()) - got;
