@@ -9,6 +9,7 @@
 //   watch:    the --timeout: whenever the deadline passes with no progress, it cancels what
 //             get_poem is waiting for (a connect moves on to the next address; else it fails)
 #include "common/asio.hpp"
+#include "common/asio_resolve.hpp"
 #include "common/errors.hpp"
 #include "common/options.hpp"
 #include "common/output.hpp"
@@ -38,7 +39,7 @@ auto into(error_code& ec) { return asio::redirect_error(asio::use_awaitable, ec)
 // coroutine holds a shared_ptr to it, so it lives until the later of the two has ended.
 struct connection {
   explicit connection(asio::io_context& io) : resolver(io), socket(io), timer(io) {}
-  tcp::resolver resolver;
+  poetry::resolver resolver;
   tcp::socket socket;
   asio::steady_timer timer;  // the --timeout
   steady_clock::time_point deadline = steady_clock::time_point::max();  // no progress by then: give up
@@ -82,25 +83,26 @@ asio::awaitable<void> watch(std::shared_ptr<connection> c, const client_options&
   }
 }
 
-// Looks the host up (Asio runs getaddrinfo on a helper thread, so the loop never waits for it).
-asio::awaitable<tcp::resolver::results_type> resolve(connection& c, const address& from)
+// Looks the host up (common/'s resolver runs getaddrinfo on a thread of its own, so neither
+// the loop nor any other download waits for it).
+asio::awaitable<resolver::results_type> resolve(connection& c, const address& from)
 {
   error_code ec;
-  auto addresses = co_await c.resolver.async_resolve(from.host, std::to_string(from.port), into(ec));
+  auto addresses = co_await c.resolver.async_resolve(from.host, from.port, into(ec));
   if (ec) throw std::runtime_error(c.reason(ec));
   co_return addresses;
 }
 
 // Connects to each resolved address in turn until one answers; a refusal, or no answer within
 // the --timeout, moves on to the next.
-asio::awaitable<void> connect(connection& c, const tcp::resolver::results_type& addresses,
+asio::awaitable<void> connect(connection& c, const resolver::results_type& addresses,
                               const client_options& options)
 {
   error_code ec = asio::error::host_not_found;
-  for (const auto& entry : addresses) {
+  for (const tcp::endpoint& to : addresses) {
     c.made_progress(options);
     c.socket.close(ec);
-    co_await c.socket.async_connect(entry.endpoint(), into(ec));
+    co_await c.socket.async_connect(to, into(ec));  // opens the socket for to's family first
     if (!ec) co_return;
   }
   throw std::runtime_error(c.reason(ec));
@@ -135,7 +137,7 @@ asio::awaitable<void> get_poem(asio::io_context& io, int task, const address& fr
     output.complete(task, poem);
   } catch (const std::exception& e) {
     c->end();
-    report_task_failed(task, from, e.what() + (poem.empty() ? "" : " after " + std::to_string(poem.size()) + " bytes"));
+    report_task_failed(task, from, e.what(), poem.size());
     co_return;
   }
   c->end();

@@ -41,21 +41,14 @@ using steady_clock = std::chrono::steady_clock;
 // result, and its error (if any) in ec.
 auto into(error_code& ec) { return asio::redirect_error(asio::use_awaitable, ec); }
 
-// How long to stop accepting after accept fails (out of descriptors, most likely): the
+// How long to stop accepting after accept fails for want of descriptors or memory: the
 // listening socket stays readable, so trying again at once would spin.
 constexpr std::chrono::milliseconds accept_pause{100};
 
 // One client's socket, shared by its two coroutines. Ownership: each coroutine holds a
 // shared_ptr to it, so the socket lives until the later of the two has ended.
 struct connection {
-  explicit connection(tcp::socket socket) : socket(std::move(socket)), timer(this->socket.get_executor())
-  {
-    // Until the last byte, closing means "cut short": from the start, since co_spawn only
-    // queues send_poem, and a Ctrl-C before it runs must not look like an empty poem. (Set on
-    // the native handle: Asio turns off a linger option set through it when it destroys the
-    // socket, as at shutdown.)
-    set_reset_on_close(this->socket.native_handle(), true);
-  }
+  explicit connection(tcp::socket socket) : socket(std::move(socket)), timer(this->socket.get_executor()) {}
   tcp::socket socket;
   asio::steady_timer timer;  // the delay between chunks, then the linger time
   bool reading = true;       // the reader has not yet seen the end of the client's stream
@@ -77,29 +70,38 @@ asio::awaitable<void> discard_input(std::shared_ptr<connection> client)
 asio::awaitable<void> send_poem(std::shared_ptr<connection> client, const std::string& poem,
                                 const server_options& options)
 {
-  std::string peer = peer_name(client->socket.native_handle());
-  report_somebody(peer);
-  asio::co_spawn(client->socket.get_executor(), discard_input(client), asio::detached);
-  client->timer.expires_at(steady_clock::now());
+  std::string peer = peer_name(client->socket.native_handle());  // reset-on-close since accept (open_listener)
   std::size_t sent = 0;
   error_code ec;
-  while (sent < poem.size()) {
-    // The first chunk goes at once; each later one is due a delay after the previous one was
-    // due, so time spent on other clients does not add up over a poem.
-    if (sent > 0) {
-      client->timer.expires_at(std::max(client->timer.expiry() + options.delay, steady_clock::now()));
-      co_await client->timer.async_wait(into(ec));  // this waits, but only this client waits
+  try {
+    report_somebody(peer);
+    asio::co_spawn(client->socket.get_executor(), discard_input(client), asio::detached);
+    client->timer.expires_at(steady_clock::now());
+    while (sent < poem.size()) {
+      // The first chunk goes at once; each later one is due a delay after the previous one was
+      // due, so time spent on other clients does not add up over a poem.
+      if (sent > 0) {
+        client->timer.expires_at(std::max(client->timer.expiry() + options.delay, steady_clock::now()));
+        co_await client->timer.async_wait(into(ec));  // this waits, but only this client waits
+      }
+      std::string_view chunk = std::string_view(poem).substr(sent, options.num_bytes);
+      if (!options.quiet) report_sending(chunk.size(), peer);
+      // What the kernel took counts, even when the write then failed.
+      sent += co_await asio::async_write(client->socket, asio::buffer(chunk), into(ec));
+      if (ec) {
+        report_lost(peer, sent, poem.size(), ec.message());
+        client->socket.close(ec);  // a reset, and the reader's read ends
+        co_return;
+      }
     }
-    std::string_view chunk = std::string_view(poem).substr(sent, options.num_bytes);
-    if (!options.quiet) report_sending(chunk.size(), peer);
-    sent += co_await asio::async_write(client->socket, asio::buffer(chunk), into(ec));  // what the kernel took, even on failure
-    if (ec) {
-      report_lost(peer, sent, poem.size(), ec.message());
-      client->socket.close(ec);  // a reset, and the reader's read ends
-      co_return;
-    }
+    report_sent(sent, peer);
+  } catch (const std::exception& e) {
+    // Out of memory, most likely: this client is cut short (its socket closes with a reset),
+    // not the server.
+    report_lost(peer, sent, poem.size(), e.what());
+    client->socket.close(ec);
+    co_return;
   }
-  report_sent(sent, peer);
   // The graceful close: half-close, wait until the reader sees the client close (or the
   // linger time passes), then close.
   set_reset_on_close(client->socket.native_handle(), false);
@@ -121,8 +123,10 @@ asio::awaitable<void> accept_clients(tcp::acceptor& acceptor, const std::string&
     error_code ec;
     tcp::socket client = co_await acceptor.async_accept(into(ec));  // only this coroutine waits
     if (!acceptor.is_open()) co_return;  // shutting down
+    // The client left before we accepted it, or a network error: on to the next at once.
+    if (ec && retry_accept_at_once(ec.value())) continue;
     if (ec) {
-      // Out of descriptors, or the client left before we accepted it: try again shortly.
+      // Anything else (out of descriptors or memory): wait a moment for some to be freed.
       pause.expires_after(accept_pause);
       co_await pause.async_wait(into(ec));
       continue;

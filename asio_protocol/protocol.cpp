@@ -1,10 +1,10 @@
 #include "asio_protocol/protocol.hpp"
 
 #include "common/asio_listener.hpp"
+#include "common/asio_resolve.hpp"
 #include "common/report.hpp"
 #include "common/sockets.hpp"
 
-#include <cerrno>
 #include <cstring>
 #include <exception>
 #include <stdexcept>
@@ -81,6 +81,10 @@ void Transport::start(tcp::socket socket, std::size_t read_buffer_size, const Pr
   } catch (const std::exception& e) {
     return poetry::report_lost(self->peer_, e.what());  // no Protocol, no connection
   }
+  // A server's socket is reset-on-close from accept on (common/asio_listener.hpp), so a peer
+  // whose Protocol could not be made sees a reset. From here on the Protocol decides: a connection
+  // closes gracefully, as in asyncio, unless its Protocol marks it (the poetry servers' do).
+  poetry::set_reset_on_close(self->socket_.native_handle(), false);
   connections_of(self->socket_.get_executor()).live.insert(self);
   self->guard([&] { self->protocol_->connection_made(*self); });
   if (!self->ended_) self->do_read();
@@ -312,31 +316,14 @@ void Server::do_accept()
   });
 }
 
-namespace {
-
-// The accept errors that only concern the connection being accepted (it left first, a network
-// hiccup; accept(2) says to retry), as opposed to a lack of descriptors or memory.
-bool accept_again_at_once(const error_code& ec)
-{
-  if (ec.category() != boost::system::system_category()) return false;
-  switch (ec.value()) {
-  case ECONNABORTED: case EPROTO: case ENETDOWN: case ENOPROTOOPT: case EHOSTDOWN: case ENONET:
-  case EHOSTUNREACH: case EOPNOTSUPP: case ENETUNREACH: case EPERM: case EINTR: case EAGAIN:
-    return true;
-  default:
-    return false;
-  }
-}
-
-}  // namespace
-
 // A new connection: a Transport and a Protocol of its own, then the next accept.
 void Server::on_accept(const error_code& ec, tcp::socket socket)
 {
   if (!acceptor_.is_open()) return;  // closed
-  if (ec && accept_again_at_once(ec)) return do_accept();
+  // The client left before we accepted it, or a network error: on to the next at once.
+  if (ec && poetry::retry_accept_at_once(ec.value())) return do_accept();
   if (ec) {
-    // Out of descriptors or memory (or worse): try again shortly, not at once.
+    // Anything else (out of descriptors or memory): wait a moment for some to be freed.
     pause_.expires_after(accept_pause);
     pause_.async_wait([self = shared_from_this()](const error_code& pause_ec) {
       if (!pause_ec && self->acceptor_.is_open()) self->do_accept();
@@ -372,13 +359,11 @@ public:
   void start(const std::string& host, std::uint16_t port)
   {
     start_timer();
-    // Asio runs getaddrinfo on a helper thread, so the loop never waits for it.
-    resolver_.async_resolve(host, std::to_string(port),
-                            [self = shared_from_this()](const error_code& ec, tcp::resolver::results_type results) {
-                              std::vector<tcp::endpoint> endpoints;
-                              for (const auto& entry : results) endpoints.push_back(entry.endpoint());
-                              self->on_resolve(ec, std::move(endpoints));
-                            });
+    // common/'s resolver runs getaddrinfo on a thread of its own, so neither the loop nor another
+    // connection's lookup waits for it.
+    resolver_.async_resolve(host, port, [self = shared_from_this()](const error_code& ec, std::vector<tcp::endpoint> endpoints) {
+      self->on_resolve(ec, std::move(endpoints));
+    });
   }
 
 private:
@@ -448,7 +433,7 @@ private:
     on_failure_(ec);
   }
 
-  tcp::resolver resolver_;
+  poetry::resolver resolver_;
   tcp::socket socket_;
   asio::steady_timer timer_;  // the timeout
   ProtocolFactory factory_;

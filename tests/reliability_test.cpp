@@ -61,18 +61,6 @@ bool is_serial(const std::string& model) { return model == "blocking"; }
 // reports as leaks, exiting 66; and signals arrive late there (see harness.hpp).
 constexpr bool exit_status_is_ours = !thread_sanitizer_build;
 
-// The poetry protocol's Lost line counts the chunks the Transport reported written; the bytes
-// of a chunk still being written are the layer's to report (protocol.hpp), not yet done.
-bool counts_whole_chunks(const std::string& model) { return model == "asio_protocol"; }
-
-// The poetry protocol's connect() still uses Asio's resolver (one lookup thread per io_context)
-// until it moves to common/asio_resolve.hpp.
-bool resolves_one_name_at_a_time(const std::string& model) { return model == "asio_protocol"; }
-
-// The poetry protocol's Server pauses after any failed accept until its layer tells a network
-// error (retry at once) from running out of descriptors.
-bool pauses_after_every_failed_accept(const std::string& model) { return model == "asio_protocol"; }
-
 // The reason of a client's first failed task: what follows "Task 1: failed to get poetry from X: ".
 std::string reason_of(const std::string& err)
 {
@@ -287,14 +275,12 @@ BOOST_DATA_TEST_CASE(lost_counts_the_bytes_handed_to_the_kernel, bdata::make(mod
   BOOST_TEST_REQUIRE(s.process().wait_for_output(" bytes: ", 10s));
   auto after = lost_after(s.process().out());
   BOOST_TEST_REQUIRE(after.has_value(), s.process().out());
-  if (counts_whole_chunks(model)) return;  // see counts_whole_chunks
   BOOST_TEST(*after >= std::size_t(1 << 20), s.process().out());
   BOOST_TEST(*after < poem.size(), s.process().out());
 }
 
 BOOST_DATA_TEST_CASE(an_accept_error_that_says_retry_is_retried_at_once, bdata::make(models()), model)
 {
-  if (pauses_after_every_failed_accept(model)) return;  // see pauses_after_every_failed_accept
   temp_dir dir;
   std::string poem = ascii_poem();
   // The server's first 30 accepts fail with ENETDOWN, as after a network error: a server that
@@ -378,13 +364,11 @@ BOOST_DATA_TEST_CASE(an_unresolvable_name_fails_its_task_with_a_clear_line, bdat
   BOOST_TEST(r.err.find("Task 1: failed to get poetry from no-such-host.invalid:10000: ") != std::string::npos, r.err);
   BOOST_TEST(r.err.find("(1 failed)") != std::string::npos, r.err);
   // In the same words in every model ("Name or service not known", not Asio's own).
-  if (resolves_one_name_at_a_time(model)) return;
   BOOST_TEST(reason_of(r.err) == reason_of(run_client("blocking", {"no-such-host.invalid:10000"}, 30s).err));
 }
 
 BOOST_DATA_TEST_CASE(a_slow_name_delays_only_its_own_task, bdata::make(models()), model)
 {
-  if (resolves_one_name_at_a_time(model)) return;  // see resolves_one_name_at_a_time
   temp_dir dir;
   std::string poem = ascii_poem();
   server live("threaded", dir.write("poem", poem), {"--delay", "0"});
