@@ -349,6 +349,24 @@ long peak_kib(pid_t pid)
   return -1;
 }
 
+std::size_t open_files(pid_t pid)
+{
+  std::error_code ec;
+  auto fds = std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec);
+  if (ec) return 0;
+  return static_cast<std::size_t>(std::distance(fds, std::filesystem::directory_iterator()));
+}
+
+bool poll_until(const std::function<bool()>& condition, std::chrono::milliseconds bound)
+{
+  auto deadline = std::chrono::steady_clock::now() + bound;
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(10ms);  // polling a condition that sends no event, with a bound
+  }
+  return true;
+}
+
 std::string faults_library() { return build_dir() + "/tests/libpoetry_faults.so"; }
 
 std::vector<std::string> with_faults(const std::vector<std::string>& variables)

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <cstdint>
 #include <map>
 #include <mutex>
@@ -155,6 +156,13 @@ double cpu_seconds(pid_t pid);
 
 // Peak resident memory of a running process (VmHWM in /proc/PID/status), in KiB.
 long peak_kib(pid_t pid);
+
+// How many descriptors a process has open (the entries of /proc/PID/fd); 0 once it has gone.
+std::size_t open_files(pid_t pid);
+
+// Checks condition until it holds or bound has passed; returns whether it held. For what sends
+// no event to wait on, such as /proc: it polls, with a bound.
+bool poll_until(const std::function<bool()>& condition, std::chrono::milliseconds bound);
 
 // Faults on demand for LD_PRELOAD (tests/faults.cpp: POETRY_SLOW_NAME, POETRY_FAILED_ACCEPTS),
 // and the start of a command line that runs a program with it and those variables set.

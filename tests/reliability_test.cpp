@@ -11,7 +11,6 @@
 #include "common/sockets.hpp"
 
 #include <csignal>
-#include <filesystem>
 #include <thread>
 
 #include <netinet/in.h>
@@ -82,20 +81,6 @@ std::optional<std::size_t> lost_after(const std::string& out)
 
 // The server's port, from its first line.
 std::string port_of(child& c) { return std::to_string(std::stoi(c.out().substr(c.out().rfind("port ") + 5))); }
-
-// Waits until process pid has n descriptors open (its whole table, when n is its limit).
-bool wait_for_open_descriptors(pid_t pid, std::size_t n, std::chrono::milliseconds bound)
-{
-  auto deadline = std::chrono::steady_clock::now() + bound;
-  auto dir = "/proc/" + std::to_string(pid) + "/fd";
-  while (std::chrono::steady_clock::now() < deadline) {
-    std::error_code ec;
-    auto open = std::distance(std::filesystem::directory_iterator(dir, ec), std::filesystem::directory_iterator());
-    if (!ec && static_cast<std::size_t>(open) >= n) return true;
-    std::this_thread::sleep_for(10ms);  // polling /proc: it sends no event to wait on
-  }
-  return false;
-}
 
 // How many times text occurs in all.
 std::size_t count(const std::string& all, const std::string& text)
@@ -171,7 +156,7 @@ BOOST_DATA_TEST_CASE(a_full_descriptor_table_neither_crashes_nor_spins, bdata::m
     // The blocking server holds one client at a time: it never does.
     std::vector<unique_fd> waiting;
     for (int i = 0; i < 40; ++i) waiting.push_back(connect_raw("127.0.0.1", s.port()));
-    BOOST_TEST(wait_for_open_descriptors(s.process().pid(), 32, 20s), "the table never filled up");
+    BOOST_TEST(poll_until([&] { return open_files(s.process().pid()) >= 32; }, 20s), "the table never filled up");
   }
   auto start = std::chrono::steady_clock::now();
   double cpu_before = cpu_seconds(s.process().pid());
