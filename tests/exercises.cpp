@@ -114,8 +114,8 @@ BOOST_AUTO_TEST_CASE(ex_1_3)
   BOOST_TEST_REQUIRE(second.wait(20s).value_or(-1) == 0, "the second client failed: " << second.err());
   BOOST_TEST_REQUIRE((first.out() == poem && second.out() == poem), "a client did not get the whole poem");
   double slowest = std::max(summary_seconds(first.err()), summary_seconds(second.err()));
-  BOOST_TEST_REQUIRE(slowest < ideal * 1.5, "the two clients took " << slowest << "s, not about one poem's "
-                                                                     << ideal << "s: they did not overlap");
+  BOOST_TEST_REQUIRE(slowest < ideal * 1.5, "the two clients took " << slowest << "s, not about one poem's " << ideal
+                                                                    << "s: they did not overlap");
 }
 
 // 2.1 At most 1,000 threads for clients: 1,100 clients at once, the server never has more than
@@ -140,7 +140,8 @@ BOOST_AUTO_TEST_CASE(ex_2_3)
   server s("threaded", dir.write("poem", large_poem(100)), {"--delay", "0.05", "--num-bytes", "20", "-q"});
   std::vector<std::unique_ptr<child>> clients;
   for (int i = 0; i < 8; ++i)
-    clients.push_back(std::make_unique<child>(std::vector<std::string>{program("blocking", "client"), "-q", s.address()}));
+    clients.push_back(
+      std::make_unique<child>(std::vector<std::string>{program("blocking", "client"), "-q", s.address()}));
   for (auto& c : clients) BOOST_TEST_REQUIRE(c->wait(30s).value_or(-1) == 0, "a client failed: " << c->err());
   BOOST_TEST_REQUIRE(s.process().wait_for_output("Poems sent: 8", 10s, true),
                      "the server never printed 'Poems sent: 8' on stderr after 8 poems");
@@ -160,8 +161,8 @@ BOOST_AUTO_TEST_CASE(ex_3_1)
   BOOST_TEST_REQUIRE(r.status == 0, "not every one of 1,100 clients got the whole poem: " << r.err);
   double slowest = load_fields(r.out)["max"];
   BOOST_TEST_REQUIRE(slowest < ideal * 1.5, "1,100 clients at once: the slowest took "
-                                                << slowest << "s, about two poems, so some waited for a free "
-                                                << "descriptor below FD_SETSIZE (one poem takes " << ideal << "s)");
+                                              << slowest << "s, about two poems, so some waited for a free "
+                                              << "descriptor below FD_SETSIZE (one poem takes " << ideal << "s)");
 }
 
 // 4.1 The session as a coroutine, started with co_spawn: a thousand clients at once, every
@@ -177,8 +178,8 @@ BOOST_AUTO_TEST_CASE(ex_4_1)
   result r = run({loadgen(), "--port", s.address(), "--clients", "1000", "--expect", poem}, 120s);
   BOOST_TEST_REQUIRE(r.status == 0, "not every one of 1,000 clients got the whole poem: " << r.err);
   double slowest = load_fields(r.out)["max"];
-  BOOST_TEST_REQUIRE(slowest < ideal * 2, "1,000 clients at once: the slowest took " << slowest << "s, one poem takes "
-                                                                                    << ideal << "s");
+  BOOST_TEST_REQUIRE(slowest < ideal * 2,
+                     "1,000 clients at once: the slowest took " << slowest << "s, one poem takes " << ideal << "s");
 }
 
 // 4.3 A time limit per client: a client that never reads is dropped 30 seconds after it
