@@ -14,6 +14,7 @@
 #include "common/poem.hpp"
 #include "common/sockets.hpp"
 
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -169,6 +170,29 @@ BOOST_AUTO_TEST_CASE(ex_3_1)
   BOOST_TEST_REQUIRE(slowest < ideal * 1.5, "1,100 clients at once: the slowest took "
                                               << slowest << "s, about two poems, so some waited for a free "
                                               << "descriptor below FD_SETSIZE (one poem takes " << ideal << "s)");
+}
+
+// 3.2 The cost of a round: at shutdown the server prints "Rounds: N, visited per round: X, ready
+// per round: Y" on stderr; with 200 clients, it visits nearly all of them each round and few are
+// ready or due.
+BOOST_AUTO_TEST_CASE(ex_3_2)
+{
+  temp_dir dir;
+  std::string poem = dir.write("poem", large_poem(400));
+  server s("select", poem, {"--delay", "0.1", "--num-bytes", "20", "-q"}, room_for(200));
+  result r = run({loadgen(), "--port", s.address(), "--clients", "200", "--expect", poem}, 60s);
+  BOOST_TEST_REQUIRE(r.status == 0, "not every one of 200 clients got the whole poem: " << r.err);
+  s.process().signal(SIGTERM);
+  BOOST_TEST_REQUIRE(s.process().wait(10s).value_or(-1) == 0, "the server did not end with status 0 on SIGTERM");
+  std::smatch m;
+  std::string err = s.process().err();
+  BOOST_TEST_REQUIRE(
+    std::regex_search(err, m, std::regex("Rounds: (\\d+), visited per round: ([0-9.]+), ready per round: ([0-9.]+)")),
+    "at shutdown the server prints no line 'Rounds: N, visited per round: X, ready per round: Y'");
+  double visited = std::stod(m[2]), ready = std::stod(m[3]);
+  BOOST_TEST_REQUIRE(visited > 100, "with 200 clients a round visits " << visited << " connections: count every one");
+  BOOST_TEST_REQUIRE(ready < visited / 4, "ready or due per round (" << ready << ") should be a small part of the "
+                                                                     << visited << " visited");
 }
 
 // 4.1 The session as a coroutine, started with co_spawn: a thousand clients at once, every
