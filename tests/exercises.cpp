@@ -137,6 +137,23 @@ BOOST_AUTO_TEST_CASE(ex_2_1)
   BOOST_TEST_REQUIRE(peak >= 900, "the server ran only " << peak << " threads: it should serve 1,000 clients at once");
 }
 
+// 2.2 A pool of four: eight clients at once, the server never has more than five threads (the
+// accepting one and four workers), every client gets the poem, and the last four wait a poem.
+BOOST_AUTO_TEST_CASE(ex_2_2)
+{
+  temp_dir dir;
+  std::string poem = dir.write("poem", large_poem(200));
+  server s("threaded", poem, {"--delay", "0.05", "--num-bytes", "20", "-q"});
+  double ideal = poetry::ideal_seconds(200, 20, 0.05);  // 0.45 s
+  auto [r, peak] = load_and_count_threads(s, poem, 8);
+  BOOST_TEST_REQUIRE(r.status == 0, "not every one of 8 clients got the whole poem: " << r.err);
+  BOOST_TEST_REQUIRE(peak <= 5, "the server ran " << peak << " threads for 8 clients; a pool of four makes 5");
+  BOOST_TEST_REQUIRE(peak == 5, "the server ran only " << peak << " threads: four workers and the accepting one");
+  double slowest = load_fields(r.out)["max"];
+  BOOST_TEST_REQUIRE(slowest > ideal * 1.5,
+                     "the slowest of 8 clients took " << slowest << "s, not about two poems (" << ideal << "s each)");
+}
+
 // 2.3 A shared count of poems sent, without a data race: "Poems sent: N" on stderr, and
 // ThreadSanitizer (scripts/check builds this one with it) reports nothing.
 BOOST_AUTO_TEST_CASE(ex_2_3)
