@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <filesystem>
 #include <stdexcept>
 
 #include <fcntl.h>
@@ -44,6 +45,9 @@ poem_output::poem_output(const client_options& options)
   : stream_(options.output_dir.empty() && options.addresses.size() == 1),
     files_(file_names(options))
 {
+  // Checked now, before any download, not when the first poem is saved.
+  if (!options.output_dir.empty() && !std::filesystem::is_directory(options.output_dir))
+    throw std::runtime_error("cannot save poems in " + options.output_dir + ": not a directory");
 }
 
 void poem_output::received(int, std::string_view bytes)

@@ -3,9 +3,10 @@
 
 poetry_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
-# The Debian packages every script needs: compiler, CMake, Boost, and netcat and socat (the
-# plain peers the tests and the race use).
-poetry_base_packages=(g++ cmake make libboost-dev libboost-program-options-dev libboost-test-dev netcat-openbsd socat)
+# The Debian packages every script needs: compiler, CMake, Boost, and the tools the chapters
+# use: netcat (a plain client), strace (what a model costs in system calls), pv (reading at a
+# set rate). The race (scripts/bench) and the tests that run it add socat.
+poetry_base_packages=(g++ cmake make libboost-dev libboost-program-options-dev libboost-test-dev netcat-openbsd strace pv)
 
 # ensure_packages PKG...: installs the missing ones with apt-get (as root), sudo apt-get
 # (where sudo is available), or prints the exact command and exits non-zero.
@@ -38,6 +39,7 @@ ensure_packages() {
 
 # build_project DIR [CMAKE_ARGS...]: configures and builds the whole project into DIR, with a
 # progress line on a terminal (the first build takes a few minutes: Asio is heavy to compile).
+# With poetry_build_targets=(TARGET...) set, builds only those targets.
 build_project() {
   local dir=$1
   shift
@@ -49,11 +51,11 @@ build_project() {
       "build status "*) ok=${line#build status } ;;
       \[*%\]*) [ -t 2 ] && printf '\r  %s' "${line%%]*}]" >&2 ;;
     esac
-  done < <({ cmake --build "$dir" -j "$(nproc)" 2>&1; echo "build status $?"; })
+  done < <({ cmake --build "$dir" -j "$(nproc)" ${poetry_build_targets[@]+--target "${poetry_build_targets[@]}"} 2>&1; echo "build status $?"; })
   [ -t 2 ] && printf '\r' >&2
   if [ "$ok" -ne 0 ]; then
     # Show the errors: build again, serially, with its output.
-    cmake --build "$dir" -j 1
+    cmake --build "$dir" -j 1 ${poetry_build_targets[@]+--target "${poetry_build_targets[@]}"}
     return 1
   fi
 }

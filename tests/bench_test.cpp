@@ -179,7 +179,7 @@ BOOST_AUTO_TEST_CASE(quick_race_writes_csv_and_plot)
   temp_dir dir;
   std::string list;
   for (const auto& model : models()) list += (list.empty() ? "" : ",") + model;
-  auto r = run({source_dir() + "/scripts/bench", "--quick", "--build", build_dir(), "--models", list, "--out",
+  auto r = run({source_dir() + "/scripts/bench", "--quick", "--build-dir", build_dir(), "--models", list, "--out",
                 dir.path()},
                300s);
   BOOST_TEST(r.status == 0, r.out << r.err);

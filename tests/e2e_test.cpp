@@ -244,3 +244,15 @@ BOOST_DATA_TEST_CASE(a_refused_connection_fails_the_task_not_the_others, bdata::
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+// A folder for -o that is not there is reported before any download starts, not after it.
+BOOST_DATA_TEST_CASE(a_missing_output_folder_is_reported_before_the_download, bdata::make(models()), model)
+{
+  temp_dir dir;
+  server s("threaded", dir.write("poem", large_poem(200)), {"--delay", "1", "--num-bytes", "20", "-q"});
+  std::string missing = dir.path() + "/not-there";
+  auto r = run_client(model, {"-q", "-o", missing, s.address()}, 30s);
+  BOOST_TEST(r.status == 1);
+  BOOST_TEST(r.err.find(missing + ": not a directory") != std::string::npos, r.err);
+  BOOST_TEST(r.seconds < 5.0);  // the poem itself takes 9 s
+}

@@ -76,3 +76,22 @@ BOOST_AUTO_TEST_CASE(a_bad_option_is_a_usage_error)
     BOOST_TEST(r.err.find("--help") != std::string::npos);
   }
 }
+
+// --step pauses before each model (it reads a line from stdin; here stdin is empty, so it goes
+// on at once). The blocking model's rows in (a) are in the order it served the clients, so their
+// end times rise from row to row.
+BOOST_AUTO_TEST_CASE(step_mode_prompts_before_each_model_and_blocking_rows_come_in_serving_order)
+{
+  result r = run({"/bin/bash", source_dir() + "/scripts/tour", "--no-build", "--build-dir", build_dir(), "--models",
+                  "blocking", "--delay", "0.05", "--step"},
+                 60s);
+  BOOST_TEST_INFO_SCOPE("stdout:\n" << r.out << "\nstderr:\n" << r.err);
+  BOOST_TEST_REQUIRE(r.status == 0);
+  BOOST_TEST(r.err.find("Press Enter for step 1, blocking") != std::string::npos);
+  std::regex row(R"(\n  client (\d) +\|[^|]*\| ([0-9.]+)s(?=\n))");
+  std::vector<double> ends;
+  for (std::sregex_iterator it(r.out.begin(), r.out.end(), row), end; it != end && ends.size() < 3; ++it)
+    ends.push_back(std::stod((*it)[2]));
+  BOOST_TEST_REQUIRE(ends.size() == 3u);
+  BOOST_TEST((ends[0] < ends[1] && ends[1] < ends[2]), ends[0] << " " << ends[1] << " " << ends[2]);
+}

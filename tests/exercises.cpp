@@ -1,0 +1,247 @@
+// The exercises' checks: one test case per exercise of the guide (ex_CHAPTER_N), run by
+// scripts/check CHAPTER.N against the student's tree. Not a ctest suite: on the unmodified tree
+// every case fails, by design. Each case passes only when the exercise is done; its first
+// failed requirement says, in one sentence, what is still missing (scripts/check prints it).
+// .ci/exercises proves each one fails on the unmodified tree and passes with
+// solutions/CHAPTER.N.patch applied.
+//
+// Adding a check: a test case here, a patch in solutions/, a line in scripts/check's table.
+#define BOOST_TEST_MODULE exercises
+#include <boost/test/unit_test.hpp>
+
+#include "harness.hpp"
+
+#include "common/poem.hpp"
+#include "common/sockets.hpp"
+
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <regex>
+
+#include <sys/socket.h>
+
+using namespace poetry::test;
+using poetry::unique_fd;
+
+namespace {
+
+unique_fd connect_raw(std::uint16_t port)
+{
+  return poetry::connect_to(poetry::address{"127.0.0.1", port}, std::chrono::seconds(30));
+}
+
+// The number of threads of a running process (Threads: in /proc/PID/status); 0 once it is gone.
+int thread_count(pid_t pid)
+{
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(status, line);)
+    if (line.rfind("Threads:", 0) == 0) return std::stoi(line.substr(8));
+  return 0;
+}
+
+// Runs the load generator against a server in the background and samples the server's thread
+// count until the load ends; returns the load's summary line and the highest count seen.
+std::pair<result, int> load_and_count_threads(server& s, const std::string& poem_file, int clients)
+{
+  child load({loadgen(), "--port", s.address(), "--clients", std::to_string(clients), "--expect", poem_file});
+  int peak = 0;
+  for (auto until = std::chrono::steady_clock::now() + 120s; std::chrono::steady_clock::now() < until;) {
+    peak = std::max(peak, thread_count(s.process().pid()));
+    if (load.wait(10ms)) break;
+  }
+  result r;
+  r.status = load.wait(10s).value_or(-1);
+  r.out = load.out();
+  r.err = load.err();
+  return {r, peak};
+}
+
+std::string source(const std::string& path) { return read_file(source_dir() + "/" + path); }
+
+// The number after "Got N poem(s) in " in a client's last line.
+double summary_seconds(const std::string& err)
+{
+  std::smatch m;
+  if (!std::regex_search(err, m, std::regex("Got \\d+ poems? in ([0-9.]+)s"))) return -1;
+  return std::stod(m[1]);
+}
+
+}  // namespace
+
+// 1.1 A send timeout: a client that never reads is dropped, and the next client is served.
+BOOST_AUTO_TEST_CASE(ex_1_1)
+{
+  temp_dir dir;
+  std::string poem = large_poem(8 << 20);
+  server s("blocking", dir.write("poem", poem), {"--delay", "0", "--num-bytes", "65536", "-q"});
+  unique_fd stuck = connect_raw(s.port());
+  BOOST_TEST_REQUIRE(s.process().wait_for_output("Somebody at", 10s), "the server never accepted the first client");
+  auto start = std::chrono::steady_clock::now();
+  child second({program("threaded", "client"), "-q", s.address()});
+  BOOST_TEST_REQUIRE(s.process().wait_for_output("Lost ", 40s),
+                     "a client that never reads still stalls the server after 40 s: no send timeout yet");
+  double after = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  // Each timed-out send that moved a few bytes starts the clock again: about 15 s on Linux.
+  BOOST_TEST_MESSAGE("the stuck client was dropped after " << after << "s");
+  BOOST_TEST_REQUIRE(after > 4, "the stuck client was dropped after " << after << "s: the timeout should be 5 s");
+  BOOST_TEST_REQUIRE(second.wait(20s).value_or(-1) == 0, "the next client failed: " << second.err());
+  BOOST_TEST_REQUIRE((second.out() == poem), "the next client did not get the whole poem");
+}
+
+// 1.2 Where the client's time goes: a line per poem with the seconds spent inside recv.
+BOOST_AUTO_TEST_CASE(ex_1_2)
+{
+  temp_dir dir;
+  server s("blocking", dir.write("poem", large_poem(200)), {"--delay", "0.1", "--num-bytes", "20", "-q"});
+  result r = run_client("blocking", {"-q", s.address()}, 20s);
+  BOOST_TEST_REQUIRE(r.status == 0, "the client failed: " << r.err);
+  std::smatch m;
+  BOOST_TEST_REQUIRE(std::regex_search(r.err, m, std::regex("Task 1: ([0-9.]+)s of ([0-9.]+)s in recv")),
+                     "the client prints no line 'Task 1: Xs of Ys in recv'");
+  double in_recv = std::stod(m[1]), total = std::stod(m[2]);
+  // Nine delays of 0.1 s: nearly all of it waiting in recv.
+  BOOST_TEST_REQUIRE((in_recv >= 0.8 && in_recv <= total),
+                     "the time in recv (" << in_recv << "s of " << total << "s) should be most of the download");
+}
+
+// 1.3 Two clients without threads: both get the poem in about the time of one.
+BOOST_AUTO_TEST_CASE(ex_1_3)
+{
+  temp_dir dir;
+  std::string poem = large_poem(400);
+  server s("blocking", dir.write("poem", poem), {"--delay", "0.1", "--num-bytes", "20", "-q"});
+  double ideal = poetry::ideal_seconds(400, 20, 0.1);  // 1.9 s
+  child first({program("blocking", "client"), "-q", s.address()});
+  child second({program("blocking", "client"), "-q", s.address()});
+  BOOST_TEST_REQUIRE(first.wait(20s).value_or(-1) == 0, "the first client failed: " << first.err());
+  BOOST_TEST_REQUIRE(second.wait(20s).value_or(-1) == 0, "the second client failed: " << second.err());
+  BOOST_TEST_REQUIRE((first.out() == poem && second.out() == poem), "a client did not get the whole poem");
+  double slowest = std::max(summary_seconds(first.err()), summary_seconds(second.err()));
+  BOOST_TEST_REQUIRE(slowest < ideal * 1.5, "the two clients took " << slowest << "s, not about one poem's " << ideal
+                                                                    << "s: they did not overlap");
+}
+
+// 2.1 At most 1,000 threads for clients: 1,100 clients at once, the server never has more than
+// 1,001 threads, and every client is served.
+BOOST_AUTO_TEST_CASE(ex_2_1)
+{
+  temp_dir dir;
+  std::string poem = dir.write("poem", large_poem(400));
+  server s("threaded", poem, {"--delay", "0.1", "--num-bytes", "20", "-q"}, room_for(1100));
+  auto [r, peak] = load_and_count_threads(s, poem, 1100);
+  BOOST_TEST_REQUIRE(r.status == 0, "not every one of 1,100 clients got the whole poem: " << r.err);
+  // 1,001, and one more: a thread that has just given back its place may not have exited yet.
+  BOOST_TEST_REQUIRE(peak <= 1002, "the server ran " << peak << " threads for 1,100 clients; the limit is 1,001");
+  BOOST_TEST_REQUIRE(peak >= 900, "the server ran only " << peak << " threads: it should serve 1,000 clients at once");
+}
+
+// 2.2 A pool of four: eight clients at once, the server never has more than five threads (the
+// accepting one and four workers), every client gets the poem, and the last four wait a poem.
+BOOST_AUTO_TEST_CASE(ex_2_2)
+{
+  temp_dir dir;
+  std::string poem = dir.write("poem", large_poem(200));
+  server s("threaded", poem, {"--delay", "0.05", "--num-bytes", "20", "-q"});
+  double ideal = poetry::ideal_seconds(200, 20, 0.05);  // 0.45 s
+  auto [r, peak] = load_and_count_threads(s, poem, 8);
+  BOOST_TEST_REQUIRE(r.status == 0, "not every one of 8 clients got the whole poem: " << r.err);
+  BOOST_TEST_REQUIRE(peak <= 5, "the server ran " << peak << " threads for 8 clients; a pool of four makes 5");
+  BOOST_TEST_REQUIRE(peak == 5, "the server ran only " << peak << " threads: four workers and the accepting one");
+  double slowest = load_fields(r.out)["max"];
+  BOOST_TEST_REQUIRE(slowest > ideal * 1.5,
+                     "the slowest of 8 clients took " << slowest << "s, not about two poems (" << ideal << "s each)");
+}
+
+// 2.3 A shared count of poems sent, without a data race: "Poems sent: N" on stderr, and
+// ThreadSanitizer (scripts/check builds this one with it) reports nothing.
+BOOST_AUTO_TEST_CASE(ex_2_3)
+{
+  temp_dir dir;
+  server s("threaded", dir.write("poem", large_poem(100)), {"--delay", "0.05", "--num-bytes", "20", "-q"});
+  std::vector<std::unique_ptr<child>> clients;
+  for (int i = 0; i < 8; ++i)
+    clients.push_back(
+      std::make_unique<child>(std::vector<std::string>{program("blocking", "client"), "-q", s.address()}));
+  for (auto& c : clients) BOOST_TEST_REQUIRE(c->wait(30s).value_or(-1) == 0, "a client failed: " << c->err());
+  BOOST_TEST_REQUIRE(s.process().wait_for_output("Poems sent: 8", 10s, true),
+                     "the server never printed 'Poems sent: 8' on stderr after 8 poems");
+  std::string err = s.process().err();
+  auto report = err.find("WARNING: ThreadSanitizer");
+  BOOST_TEST_REQUIRE(report == std::string::npos,
+                     "ThreadSanitizer reports: " << err.substr(std::min(report, err.size())));
+  BOOST_TEST_REQUIRE(thread_sanitizer_build, "this check needs the ThreadSanitizer build (scripts/check makes it)");
+}
+
+// 3.1 The selector on poll(2): more clients than an fd_set holds, all served at once.
+BOOST_AUTO_TEST_CASE(ex_3_1)
+{
+  temp_dir dir;
+  std::string poem = dir.write("poem", large_poem(800));
+  server s("select", poem, {"--delay", "0.1", "--num-bytes", "20", "-q"}, room_for(1100));
+  double ideal = poetry::ideal_seconds(800, 20, 0.1);  // 3.9 s
+  result r = run({loadgen(), "--port", s.address(), "--clients", "1100", "--expect", poem}, 120s);
+  BOOST_TEST_REQUIRE(r.status == 0, "not every one of 1,100 clients got the whole poem: " << r.err);
+  double slowest = load_fields(r.out)["max"];
+  BOOST_TEST_REQUIRE(slowest < ideal * 1.5, "1,100 clients at once: the slowest took "
+                                              << slowest << "s, about two poems, so some waited for a free "
+                                              << "descriptor below FD_SETSIZE (one poem takes " << ideal << "s)");
+}
+
+// 3.2 The cost of a round: at shutdown the server prints "Rounds: N, visited per round: X, ready
+// per round: Y" on stderr; with 200 clients, it visits nearly all of them each round and few are
+// ready or due.
+BOOST_AUTO_TEST_CASE(ex_3_2)
+{
+  temp_dir dir;
+  std::string poem = dir.write("poem", large_poem(400));
+  server s("select", poem, {"--delay", "0.1", "--num-bytes", "20", "-q"}, room_for(200));
+  result r = run({loadgen(), "--port", s.address(), "--clients", "200", "--expect", poem}, 60s);
+  BOOST_TEST_REQUIRE(r.status == 0, "not every one of 200 clients got the whole poem: " << r.err);
+  s.process().signal(SIGTERM);
+  BOOST_TEST_REQUIRE(s.process().wait(10s).value_or(-1) == 0, "the server did not end with status 0 on SIGTERM");
+  std::smatch m;
+  std::string err = s.process().err();
+  BOOST_TEST_REQUIRE(
+    std::regex_search(err, m, std::regex("Rounds: (\\d+), visited per round: ([0-9.]+), ready per round: ([0-9.]+)")),
+    "at shutdown the server prints no line 'Rounds: N, visited per round: X, ready per round: Y'");
+  double visited = std::stod(m[2]), ready = std::stod(m[3]);
+  BOOST_TEST_REQUIRE(visited > 100, "with 200 clients a round visits " << visited << " connections: count every one");
+  BOOST_TEST_REQUIRE(ready < visited / 4, "ready or due per round (" << ready << ") should be a small part of the "
+                                                                     << visited << " visited");
+}
+
+// 4.1 The session as a coroutine, started with co_spawn: a thousand clients at once, every
+// byte, in about the time of one.
+BOOST_AUTO_TEST_CASE(ex_4_1)
+{
+  BOOST_TEST_REQUIRE(source("asio_callbacks/server.cpp").find("co_spawn") != std::string::npos,
+                     "asio_callbacks/server.cpp starts no coroutine yet (no co_spawn)");
+  temp_dir dir;
+  std::string poem = dir.write("poem", large_poem(400));
+  server s("asio_callbacks", poem, {"--delay", "0.1", "--num-bytes", "20", "-q"}, room_for(1000));
+  double ideal = poetry::ideal_seconds(400, 20, 0.1);  // 1.9 s
+  result r = run({loadgen(), "--port", s.address(), "--clients", "1000", "--expect", poem}, 120s);
+  BOOST_TEST_REQUIRE(r.status == 0, "not every one of 1,000 clients got the whole poem: " << r.err);
+  double slowest = load_fields(r.out)["max"];
+  BOOST_TEST_REQUIRE(slowest < ideal * 2,
+                     "1,000 clients at once: the slowest took " << slowest << "s, one poem takes " << ideal << "s");
+}
+
+// 4.3 A time limit per client: a client that never reads is dropped 30 seconds after it
+// connected, with a line saying it timed out; the others are served as before.
+BOOST_AUTO_TEST_CASE(ex_4_3)
+{
+  temp_dir dir;
+  std::string poem = large_poem(16 << 20);
+  server s("asio_callbacks", dir.write("poem", poem), {"--delay", "0", "--num-bytes", "65536", "-q"});
+  unique_fd stuck = connect_raw(s.port());
+  auto start = std::chrono::steady_clock::now();
+  BOOST_TEST_REQUIRE(s.process().wait_for_output("Lost ", 40s),
+                     "a client that never reads is still connected after 40 s: no time limit yet");
+  double after = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  BOOST_TEST_REQUIRE(s.process().out().find("timed out") != std::string::npos,
+                     "the Lost line does not say 'timed out': " << s.process().out());
+  BOOST_TEST_REQUIRE(after > 25, "the client was dropped after " << after << "s, not 30");
+}
