@@ -69,8 +69,7 @@ std::size_t parse_clients(const std::string& text)
 {
   unsigned long value = 0;
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (text.empty() || ec != std::errc{} || end != text.data() + text.size() || value == 0 ||
-      value > 1'000'000)
+  if (text.empty() || ec != std::errc{} || end != text.data() + text.size() || value == 0 || value > 1'000'000)
     throw usage_error("invalid value '" + text + "' for --clients (expected 1 to 1000000)");
   return value;
 }
@@ -81,15 +80,14 @@ std::optional<loadgen_options> parse_options(int argc, const char* const argv[])
   loadgen_options result;
   std::string port, clients = "1", timeout = "30";
   po::options_description options("Options");
-  options.add_options()
-    ("port,p", po::value(&port), "the server's port (required)")
-    ("host", po::value(&result.host), "the server's address (default 127.0.0.1)")
-    ("clients,c", po::value(&clients), "connections to open at once (default 1)")
-    ("expect,e", po::value(&result.expect_file), "the poem file every client must receive (required)")
-    ("timeout,t", po::value(&timeout), "fail a client that makes no progress for SECONDS (default 30)")
-    ("csv", po::value(&result.csv_file),
-     "write one line per client to FILE: client,start_s,connected_s,done_s,bytes,ok,error")
-    ("help,h", "print this help, then exit");
+  options.add_options()("port,p", po::value(&port), "the server's port (required)")(
+    "host", po::value(&result.host), "the server's address (default 127.0.0.1)")(
+    "clients,c", po::value(&clients), "connections to open at once (default 1)")(
+    "expect,e", po::value(&result.expect_file), "the poem file every client must receive (required)")(
+    "timeout,t", po::value(&timeout), "fail a client that makes no progress for SECONDS (default 30)")(
+    "csv", po::value(&result.csv_file),
+    "write one line per client to FILE: client,start_s,connected_s,done_s,bytes,ok,error")(
+    "help,h", "print this help, then exit");
   po::variables_map vm = poetry::parse_command_line(argc, argv, options);
   if (vm.count("help")) {
     std::cout << usage_text << "\n" << options;
@@ -121,10 +119,9 @@ void raise_descriptor_limit(std::size_t clients)
     if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) return;
   }
   throw std::runtime_error("cannot raise the descriptor limit to " + std::to_string(needed) + " for " +
-                           std::to_string(clients) + " clients (soft " + std::to_string(limit.rlim_cur) +
-                           ", hard " + std::to_string(limit.rlim_max) + "): " +
-                           poetry::system_reason(errno) + "; try 'ulimit -n " + std::to_string(needed) +
-                           "' as root");
+                           std::to_string(clients) + " clients (soft " + std::to_string(limit.rlim_cur) + ", hard " +
+                           std::to_string(limit.rlim_max) + "): " + poetry::system_reason(errno) + "; try 'ulimit -n " +
+                           std::to_string(needed) + "' as root");
 }
 
 std::string number_text(const char* format, double value)
@@ -171,7 +168,7 @@ private:
 class race {
 public:
   race(asio::io_context& io, const std::string& poem, std::size_t clients, std::chrono::nanoseconds timeout)
-      : io_(io), poem_(poem), timeout_(timeout), sweep_(io), buffer_(256 * 1024), records_(clients)
+    : io_(io), poem_(poem), timeout_(timeout), sweep_(io), buffer_(256 * 1024), records_(clients)
   {
     clients_.reserve(clients);
     for (std::size_t i = 0; i < clients; ++i) clients_.push_back(std::make_unique<client>(*this, i, io));
@@ -261,8 +258,7 @@ void client::on_readable(const boost::system::error_code& ec)
     if (read_ec == asio::error::would_block) return do_wait();
     if (read_ec == asio::error::eof) {
       std::size_t got = race_.record(index_).bytes, size = race_.poem().size();
-      if (got < size)
-        return finish("short poem: " + std::to_string(got) + " of " + std::to_string(size) + " bytes");
+      if (got < size) return finish("short poem: " + std::to_string(got) + " of " + std::to_string(size) + " bytes");
       return finish("");
     }
     if (read_ec) return finish("read: " + read_ec.message());
@@ -283,8 +279,8 @@ bool client::check_bytes(const char* data, std::size_t n)
     return false;
   }
   if (comparable < n) {
-    finish("more bytes than the poem has (" + std::to_string(record.bytes + n) + " of " +
-           std::to_string(poem.size()) + ")");
+    finish("more bytes than the poem has (" + std::to_string(record.bytes + n) + " of " + std::to_string(poem.size()) +
+           ")");
     return false;
   }
   record.bytes += n;
@@ -329,8 +325,8 @@ void write_csv(const std::string& path, const std::vector<client_record>& record
     const auto& r = records[i];
     std::string error = r.error;
     std::replace(error.begin(), error.end(), ',', ';');
-    out << i + 1 << ',' << seconds_text(r.start) << ',' << seconds_text(r.connected) << ','
-        << seconds_text(r.done) << ',' << r.bytes << ',' << (r.ok ? 1 : 0) << ',' << error << '\n';
+    out << i + 1 << ',' << seconds_text(r.start) << ',' << seconds_text(r.connected) << ',' << seconds_text(r.done)
+        << ',' << r.bytes << ',' << (r.ok ? 1 : 0) << ',' << error << '\n';
   }
   if (!out.flush()) throw std::runtime_error(path + ": cannot write: " + poetry::system_reason(errno));
 }
@@ -346,10 +342,8 @@ bool report(const std::vector<client_record>& records)
     wall = std::max(wall, r.done);
     connect_max = std::max(connect_max, r.connected - r.start);
     bytes += r.bytes;
-    if (r.ok)
-      times.push_back(r.done - r.start);
-    else
-      ++failures[r.error];
+    if (r.ok) times.push_back(r.done - r.start);
+    else ++failures[r.error];
   }
   std::sort(times.begin(), times.end());
   std::size_t failed = records.size() - times.size();
@@ -357,9 +351,8 @@ bool report(const std::vector<client_record>& records)
   std::cout << "clients=" << records.size() << " ok=" << times.size() << " failed=" << failed
             << " wall=" << seconds_text(wall) << " p50=" << seconds_text(percentile(times, 0.50))
             << " p95=" << seconds_text(percentile(times, 0.95))
-            << " max=" << seconds_text(times.empty() ? 0 : times.back())
-            << " connect_max=" << seconds_text(connect_max) << " bytes=" << bytes
-            << " mib_s=" << number_text("%.1f", mib_s) << std::endl;
+            << " max=" << seconds_text(times.empty() ? 0 : times.back()) << " connect_max=" << seconds_text(connect_max)
+            << " bytes=" << bytes << " mib_s=" << number_text("%.1f", mib_s) << std::endl;
   std::size_t shown = 0;
   for (const auto& [reason, count] : failures) {
     if (++shown > 10) {

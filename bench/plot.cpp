@@ -32,11 +32,9 @@ std::optional<plot_options> parse_options(int argc, const char* const argv[])
 {
   plot_options result;
   po::options_description options("Options");
-  options.add_options()
-    ("csv", po::value(&result.csv_file), "the CSV scripts/bench wrote (required)")
-    ("svg", po::value(&result.svg_file), "the SVG file to write (required)")
-    ("title", po::value(&result.title), "the plot's title")
-    ("help,h", "print this help, then exit");
+  options.add_options()("csv", po::value(&result.csv_file), "the CSV scripts/bench wrote (required)")(
+    "svg", po::value(&result.svg_file), "the SVG file to write (required)")(
+    "title", po::value(&result.title), "the plot's title")("help,h", "print this help, then exit");
   po::variables_map vm = poetry::parse_command_line(argc, argv, options);
   if (vm.count("help")) {
     std::cout << "Usage: plot --csv FILE --svg FILE [--title TEXT]\n"
@@ -85,13 +83,12 @@ std::vector<series> read_series(const std::string& path)
   std::vector<series> result;
   while (std::getline(in, line)) {
     auto fields = split(line);
-    if (fields.size() < header.size() || fields[column["section"]] != "race" || fields[column["e"]].empty())
-      continue;
+    if (fields.size() < header.size() || fields[column["section"]] != "race" || fields[column["e"]].empty()) continue;
     const std::string& model = fields[column["model"]];
     auto it = std::find_if(result.begin(), result.end(), [&](const series& s) { return s.model == model; });
     if (it == result.end()) it = result.insert(result.end(), series{model, {}});
-    it->points.push_back({std::stod(fields[column["clients"]]), std::stod(fields[column["e"]]),
-                          fields[column["delay_s"]]});
+    it->points.push_back(
+      {std::stod(fields[column["clients"]]), std::stod(fields[column["e"]]), fields[column["delay_s"]]});
   }
   for (auto& s : result)
     std::sort(s.points.begin(), s.points.end(), [](const point& a, const point& b) { return a.clients < b.clients; });
@@ -131,15 +128,15 @@ void marker(std::ostream& out, const std::string& model, double x, double y, con
             const std::string& title = "")
 {
   static const std::map<std::string, std::string> shapes = {
-    {"threaded", "m-4,-4 h8 v8 h-8 z"},         {"select", "m0,-5.5 l5.5,5.5 l-5.5,5.5 l-5.5,-5.5 z"},
-    {"asio_callbacks", "m0,-5.5 l5,9 h-10 z"}, {"asio_protocol", "m0,5.5 l5,-9 h-10 z"},
+    {"threaded", "m-4,-4 h8 v8 h-8 z"},
+    {"select", "m0,-5.5 l5.5,5.5 l-5.5,5.5 l-5.5,-5.5 z"},
+    {"asio_callbacks", "m0,-5.5 l5,9 h-10 z"},
+    {"asio_protocol", "m0,5.5 l5,-9 h-10 z"},
   };
   std::string c = colour(model), end = title.empty() ? "/>" : "><title>" + title + "</title>";
   auto it = shapes.find(model);
-  if (it == shapes.end())
-    out << "<circle cx=\"" << x << "\" cy=\"" << y << "\" r=\"4\"";
-  else
-    out << "<path d=\"M" << x << ',' << y << ' ' << it->second << "\"";
+  if (it == shapes.end()) out << "<circle cx=\"" << x << "\" cy=\"" << y << "\" r=\"4\"";
+  else out << "<path d=\"M" << x << ',' << y << ' ' << it->second << "\"";
   out << " stroke=\"" << c << "\" stroke-width=\"2\" fill=\"" << (fill.empty() ? c : fill) << "\"" << end;
   if (!title.empty()) out << (it == shapes.end() ? "</circle>" : "</path>");
   out << "\n";
@@ -148,8 +145,8 @@ void marker(std::ostream& out, const std::string& model, double x, double y, con
 // One panel of the plot: a frame, its grid, and every series drawn through the panel's scales.
 struct panel {
   double left, top, width, height;
-  double max_c;                  // x: log10 C from 1 to max_c
-  double y_low, y_high;          // y: the range shown
+  double max_c;          // x: log10 C from 1 to max_c
+  double y_low, y_high;  // y: the range shown
   bool log_y;
   std::string clip_id;
 

@@ -18,17 +18,14 @@ std::uint16_t parse_port(std::string_view text, bool allow_zero)
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
   if (text.empty() || ec != std::errc{} || end != text.data() + text.size() || value > 65535 ||
       (value == 0 && !allow_zero)) {
-    throw usage_error("invalid port '" + std::string(text) + "' (expected " +
-                      (allow_zero ? "0" : "1") + "-65535)");
+    throw usage_error("invalid port '" + std::string(text) + "' (expected " + (allow_zero ? "0" : "1") + "-65535)");
   }
   return static_cast<std::uint16_t>(value);
 }
 
 address parse_address(std::string_view text)
 {
-  auto bad = [&](const std::string& why) {
-    return usage_error("invalid address '" + std::string(text) + "': " + why);
-  };
+  auto bad = [&](const std::string& why) { return usage_error("invalid address '" + std::string(text) + "': " + why); };
   address result{"127.0.0.1", 0};
   std::string_view port = text;
   if (!text.empty() && text.front() == '[') {
@@ -55,8 +52,7 @@ address parse_address(std::string_view text)
 
 std::string to_string(const address& where)
 {
-  if (where.host.find(':') != std::string::npos)
-    return "[" + where.host + "]:" + std::to_string(where.port);
+  if (where.host.find(':') != std::string::npos) return "[" + where.host + "]:" + std::to_string(where.port);
   return where.host + ":" + std::to_string(where.port);
 }
 
@@ -75,15 +71,13 @@ static std::vector<endpoint> get_addresses(const char* host, std::uint16_t port,
   hints.ai_flags = flags;
   addrinfo* list = nullptr;
   std::string service = std::to_string(port);
-  if (int rc = ::getaddrinfo(host, service.c_str(), &hints, &list); rc != 0)
-    throw resolve_error(rc, errno);
+  if (int rc = ::getaddrinfo(host, service.c_str(), &hints, &list); rc != 0) throw resolve_error(rc, errno);
   std::vector<endpoint> result;
   for (addrinfo* ai = list; ai != nullptr; ai = ai->ai_next) {
     endpoint e;
     e.family = ai->ai_family;
     e.length = static_cast<socklen_t>(ai->ai_addrlen);
-    std::copy_n(reinterpret_cast<const char*>(ai->ai_addr), ai->ai_addrlen,
-                reinterpret_cast<char*>(&e.storage));
+    std::copy_n(reinterpret_cast<const char*>(ai->ai_addr), ai->ai_addrlen, reinterpret_cast<char*>(&e.storage));
     result.push_back(e);
   }
   ::freeaddrinfo(list);
@@ -118,8 +112,7 @@ std::vector<endpoint> resolve_listen(const std::string& iface, std::uint16_t por
   } catch (const std::runtime_error& e) {
     throw std::runtime_error("cannot listen on " + to_string(address{iface, port}) + ": " + e.what());
   }
-  std::stable_partition(result.begin(), result.end(),
-                        [](const endpoint& e) { return e.family == AF_INET; });
+  std::stable_partition(result.begin(), result.end(), [](const endpoint& e) { return e.family == AF_INET; });
   return result;
 }
 

@@ -13,7 +13,6 @@ namespace poetry {
 // (restartable at once), dual-stack for IPv6 ("::") and reset-on-close inherited by every
 // accepted socket, as listen_on. Throws
 // std::runtime_error("cannot listen on IFACE:PORT: reason").
-boost::asio::ip::tcp::acceptor open_listener(boost::asio::io_context& io, const std::string& iface,
-                                             std::uint16_t port);
+boost::asio::ip::tcp::acceptor open_listener(boost::asio::io_context& io, const std::string& iface, std::uint16_t port);
 
 }  // namespace poetry

@@ -96,9 +96,8 @@ public:
   void cancel()
   {
     if (!slot_ || !slot_->completion) return;
-    boost::asio::post(io_, [c = std::move(slot_->completion)]() mutable {
-      c->complete(boost::asio::error::operation_aborted, {});
-    });
+    boost::asio::post(
+      io_, [c = std::move(slot_->completion)]() mutable { c->complete(boost::asio::error::operation_aborted, {}); });
   }
 
 private:
@@ -108,9 +107,8 @@ private:
     void complete(boost::system::error_code ec, results_type results) override
     {
       auto executor = boost::asio::get_associated_executor(handler, work.get_executor());
-      boost::asio::dispatch(executor, [h = std::move(handler), ec, r = std::move(results)]() mutable {
-        std::move(h)(ec, std::move(r));
-      });
+      boost::asio::dispatch(
+        executor, [h = std::move(handler), ec, r = std::move(results)]() mutable { std::move(h)(ec, std::move(r)); });
     }
     Handler handler;
     boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work;

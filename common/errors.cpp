@@ -10,10 +10,7 @@
 
 namespace poetry {
 
-std::string system_reason(int error_number)
-{
-  return std::strerror(error_number);
-}
+std::string system_reason(int error_number) { return std::strerror(error_number); }
 
 // Descriptors 0-2 that the program was started without are opened read-only on /dev/null:
 // otherwise the first socket would get one of them, and a client would write its poem into its

@@ -73,30 +73,26 @@ std::chrono::nanoseconds parse_seconds(const std::string& option, const std::str
 {
   double value = 0;
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (text.empty() || ec != std::errc{} || end != text.data() + text.size() || !std::isfinite(value) ||
-      value < 0 || value > 1e6)
+  if (text.empty() || ec != std::errc{} || end != text.data() + text.size() || !std::isfinite(value) || value < 0 ||
+      value > 1e6)
     throw usage_error("invalid value '" + text + "' for " + option + " (expected seconds >= 0)");
   return std::chrono::nanoseconds(static_cast<long long>(std::llround(value * 1e9)));
 }
 
-std::optional<server_options> parse_server_options(int argc, const char* const argv[],
-                                                   model_extras extras)
+std::optional<server_options> parse_server_options(int argc, const char* const argv[], model_extras extras)
 {
   server_options result;
   std::string port = "0", delay = "0.1", num_bytes = "20";
   po::options_description options("Options");
-  options.add_options()
-    ("port,p", po::value(&port), "port to listen on; 0 (default) picks a free port")
-    ("iface", po::value(&result.iface), "interface to listen on (default: localhost); \"::\" listens dual-stack")
-    ("delay", po::value(&delay), "seconds between chunks (default 0.1; 0 allowed)")
-    ("num-bytes", po::value(&num_bytes), "bytes per chunk (default 20; at least 1)")
-    ("quiet,q", po::bool_switch(&result.quiet), "no per-chunk lines");
+  options.add_options()("port,p", po::value(&port), "port to listen on; 0 (default) picks a free port")(
+    "iface", po::value(&result.iface), "interface to listen on (default: localhost); \"::\" listens dual-stack")(
+    "delay", po::value(&delay), "seconds between chunks (default 0.1; 0 allowed)")(
+    "num-bytes", po::value(&num_bytes), "bytes per chunk (default 20; at least 1)")(
+    "quiet,q", po::bool_switch(&result.quiet), "no per-chunk lines");
   if (extras.pull)
     options.add_options()("pull", po::bool_switch(&result.pull),
                           "answer each 'poems' request with one chunk (the tutorial's dialogue)");
-  options.add_options()
-    ("help,h", "print this help, then exit")
-    ("version", "print the version, then exit");
+  options.add_options()("help,h", "print this help, then exit")("version", "print the version, then exit");
   po::options_description hidden;
   hidden.add_options()("poem-file", po::value(&result.poem_file));
   po::options_description all;
@@ -105,7 +101,8 @@ std::optional<server_options> parse_server_options(int argc, const char* const a
   positional.add("poem-file", 1);
 
   auto vm = parse_command_line(argc, argv, all, positional);
-  std::string usage = "Usage: " + program_name(argv[0]) + " [options] POEM_FILE\n"
+  std::string usage = "Usage: " + program_name(argv[0]) +
+                      " [options] POEM_FILE\n"
                       "Streams POEM_FILE to every client that connects, a few bytes at a time.\n";
   if (print_help_or_version(vm, usage, options)) return std::nullopt;
   if (result.poem_file.empty()) throw usage_error("no poem file given");
@@ -116,23 +113,20 @@ std::optional<server_options> parse_server_options(int argc, const char* const a
   return result;
 }
 
-std::optional<client_options> parse_client_options(int argc, const char* const argv[],
-                                                   model_extras extras)
+std::optional<client_options> parse_client_options(int argc, const char* const argv[], model_extras extras)
 {
   client_options result;
   std::string timeout;
   std::vector<std::string> addresses;
   po::options_description options("Options");
-  options.add_options()
-    ("output-dir,o", po::value(&result.output_dir), "save each poem to DIR/<port>.txt instead of stdout")
-    ("timeout,t", po::value(&timeout), "give up on a connection that makes no progress for SECONDS")
-    ("quiet,q", po::bool_switch(&result.quiet), "no per-chunk lines");
+  options.add_options()("output-dir,o", po::value(&result.output_dir),
+                        "save each poem to DIR/<port>.txt instead of stdout")(
+    "timeout,t", po::value(&timeout), "give up on a connection that makes no progress for SECONDS")(
+    "quiet,q", po::bool_switch(&result.quiet), "no per-chunk lines");
   if (extras.pull)
     options.add_options()("pull", po::bool_switch(&result.pull),
                           "ask for each chunk with 'poems' (the tutorial's dialogue)");
-  options.add_options()
-    ("help,h", "print this help, then exit")
-    ("version", "print the version, then exit");
+  options.add_options()("help,h", "print this help, then exit")("version", "print the version, then exit");
   po::options_description hidden;
   hidden.add_options()("address", po::value(&addresses));
   po::options_description all;
@@ -141,7 +135,8 @@ std::optional<client_options> parse_client_options(int argc, const char* const a
   positional.add("address", -1);
 
   auto vm = parse_command_line(argc, argv, all, positional);
-  std::string usage = "Usage: " + program_name(argv[0]) + " [options] ADDRESS...\n"
+  std::string usage = "Usage: " + program_name(argv[0]) +
+                      " [options] ADDRESS...\n"
                       "Downloads a poem from each ADDRESS: PORT, HOST:PORT or [IPV6]:PORT\n"
                       "(HOST defaults to 127.0.0.1; a name is resolved, each address tried in turn).\n";
   if (print_help_or_version(vm, usage, options)) return std::nullopt;
@@ -152,8 +147,7 @@ std::optional<client_options> parse_client_options(int argc, const char* const a
     if (*result.timeout == std::chrono::nanoseconds::zero())
       throw usage_error("invalid value '" + timeout + "' for --timeout (expected seconds > 0)");
   }
-  if (vm.count("output-dir") && result.output_dir.empty())
-    throw usage_error("invalid value '' for --output-dir");
+  if (vm.count("output-dir") && result.output_dir.empty()) throw usage_error("invalid value '' for --output-dir");
   return result;
 }
 

@@ -39,10 +39,8 @@ struct client_options {
 
 // Parse a command line. Returns nullopt after printing --help or --version (exit 0);
 // throws usage_error for anything malformed (exit 2).
-std::optional<server_options> parse_server_options(int argc, const char* const argv[],
-                                                   model_extras extras = {});
-std::optional<client_options> parse_client_options(int argc, const char* const argv[],
-                                                   model_extras extras = {});
+std::optional<server_options> parse_server_options(int argc, const char* const argv[], model_extras extras = {});
+std::optional<client_options> parse_client_options(int argc, const char* const argv[], model_extras extras = {});
 
 // Runs Boost.Program_options over a command line and turns its errors into one-line usage
 // errors. (The parsers above use it; so do the race's own tools.)

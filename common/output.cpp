@@ -42,8 +42,7 @@ std::vector<std::string> poem_output::file_names(const client_options& options)
 }
 
 poem_output::poem_output(const client_options& options)
-  : stream_(options.output_dir.empty() && options.addresses.size() == 1),
-    files_(file_names(options))
+  : stream_(options.output_dir.empty() && options.addresses.size() == 1), files_(file_names(options))
 {
   // Checked now, before any download, not when the first poem is saved.
   if (!options.output_dir.empty() && !std::filesystem::is_directory(options.output_dir))

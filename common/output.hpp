@@ -26,8 +26,8 @@ public:
   static std::vector<std::string> file_names(const client_options& options);
 
 private:
-  bool stream_;                      // one address to stdout: write bytes as they arrive
-  std::vector<std::string> files_;   // empty: stdout
+  bool stream_;                     // one address to stdout: write bytes as they arrive
+  std::vector<std::string> files_;  // empty: stdout
   std::mutex mutex_;
 };
 

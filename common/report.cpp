@@ -53,9 +53,11 @@ public:
       ++dropped_;
       return;
     }
+    // Wake the writer only if it sleeps: while it writes, lines gather for its next round.
+    bool writer_sleeps = queue_.empty() && !writing_;
     queued_bytes_ += line.size() + 1;
     queue_.push_back(std::move(line));
-    changed_.notify_all();
+    if (writer_sleeps) changed_.notify_all();
   }
 
   // Waits until every queued line is written, or bound has passed.
@@ -87,8 +89,7 @@ private:
       changed_.wait(lock, [&] { return !queue_.empty() || dropped_ > 0; });
       std::string text;
       for (const std::string& line : queue_) text += line + '\n';
-      if (dropped_ > 0)
-        text += "(" + std::to_string(dropped_) + " status lines dropped: stdout was not being read)\n";
+      if (dropped_ > 0) text += "(" + std::to_string(dropped_) + " status lines dropped: stdout was not being read)\n";
       queue_.clear();
       queued_bytes_ = 0;
       dropped_ = 0;
@@ -173,8 +174,8 @@ void report_task_bytes(int task, std::size_t bytes, const address& from)
 
 void report_task_done(int task, std::size_t bytes, const address& from, double seconds)
 {
-  tell("Task " + std::to_string(task) + ": got " + std::to_string(bytes) + " bytes of poetry from " +
-       to_string(from) + " in " + format_seconds(seconds));
+  tell("Task " + std::to_string(task) + ": got " + std::to_string(bytes) + " bytes of poetry from " + to_string(from) +
+       " in " + format_seconds(seconds));
 }
 
 void report_task_failed(int task, const address& from, const std::string& reason, std::size_t got)
@@ -186,8 +187,8 @@ void report_task_failed(int task, const address& from, const std::string& reason
 
 int report_summary(int poems, int failed, double seconds)
 {
-  std::string line = "Got " + std::to_string(poems) + (poems == 1 ? " poem" : " poems") + " in " +
-                     format_seconds(seconds);
+  std::string line =
+    "Got " + std::to_string(poems) + (poems == 1 ? " poem" : " poems") + " in " + format_seconds(seconds);
   if (failed > 0) line += " (" + std::to_string(failed) + " failed)";
   tell(line);
   return failed == 0 ? 0 : 1;

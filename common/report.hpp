@@ -34,10 +34,7 @@ int report_summary(int poems, int failed, double seconds);
 class stopwatch {
 public:
   stopwatch() : start_(std::chrono::steady_clock::now()) {}
-  double seconds() const
-  {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-  }
+  double seconds() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count(); }
 
 private:
   std::chrono::steady_clock::time_point start_;

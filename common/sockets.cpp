@@ -25,16 +25,22 @@ void unique_fd::reset(int fd)
   fd_ = fd;
 }
 
-bool unusable_address(int error)
-{
-  return error == EADDRNOTAVAIL || error == EAFNOSUPPORT || error == EPROTONOSUPPORT;
-}
+bool unusable_address(int error) { return error == EADDRNOTAVAIL || error == EAFNOSUPPORT || error == EPROTONOSUPPORT; }
 
 bool retry_accept_at_once(int error)
 {
   switch (error) {
-  case EINTR: case ECONNABORTED: case EPROTO: case EPERM: case ENETDOWN: case ENOPROTOOPT:
-  case EHOSTDOWN: case ENONET: case EHOSTUNREACH: case EOPNOTSUPP: case ENETUNREACH:
+  case EINTR:
+  case ECONNABORTED:
+  case EPROTO:
+  case EPERM:
+  case ENETDOWN:
+  case ENOPROTOOPT:
+  case EHOSTDOWN:
+  case ENONET:
+  case EHOSTUNREACH:
+  case EOPNOTSUPP:
+  case ENETUNREACH:
     return true;
   default:
     return false;
@@ -144,10 +150,7 @@ void close_gracefully(unique_fd fd)
   }
 }
 
-void set_nonblocking(int fd)
-{
-  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
-}
+void set_nonblocking(int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK); }
 
 std::size_t unacknowledged_bytes(int fd)
 {

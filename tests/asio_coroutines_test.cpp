@@ -50,8 +50,7 @@ BOOST_AUTO_TEST_CASE(a_client_that_half_closes_mid_poem_gets_every_chunk_on_time
   BOOST_TEST_REQUIRE(receive());
   double gap = std::chrono::duration<double>(std::chrono::steady_clock::now() - third).count();
   BOOST_TEST(gap >= 0.1, "the fourth chunk came " << gap << " s after the third, --delay 0.2");
-  while (receive()) {
-  }
+  while (receive()) {}
   BOOST_TEST((got == poem), "got " << got.size() << " bytes");
   // Our socket is still open, so only the server's own prompt close brings it back to idle;
   // waiting out the linger time (one second) would not.
@@ -88,7 +87,7 @@ BOOST_AUTO_TEST_CASE(a_connect_that_never_completes_is_given_up_after_the_timeou
   BOOST_TEST(r.err.find("Task 1: failed to get poetry from 127.0.0.1:" + std::to_string(port) +
                         ": no progress for the --timeout (timed out)") != std::string::npos,
              r.err);
-  BOOST_TEST(r.out == poem);  // the other task is not held up
+  BOOST_TEST(r.out == poem);     // the other task is not held up
   BOOST_TEST(r.seconds < 10.0);  // the kernel itself would retry the handshake for minutes
 }
 

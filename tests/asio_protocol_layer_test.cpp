@@ -440,7 +440,8 @@ BOOST_AUTO_TEST_CASE(an_address_that_makes_no_progress_times_out)
     made = true;
     return std::make_unique<proto::Protocol>();
   };
-  proto::connect(io, "127.0.0.1", port, factory, [&](const error_code& ec) { failure = ec; }, 300ms);
+  proto::connect(
+    io, "127.0.0.1", port, factory, [&](const error_code& ec) { failure = ec; }, 300ms);
   io.run_for(30s);
   BOOST_TEST(!made);
   BOOST_TEST((failure == asio::error::timed_out), failure.message());

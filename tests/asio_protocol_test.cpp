@@ -28,7 +28,6 @@ using namespace poetry::test;
 
 namespace {
 
-
 // A client written by hand, to send the requests exactly as a test wants them.
 class raw_client {
 public:
@@ -98,7 +97,6 @@ private:
   poetry::unique_fd fd_;
   bool reset_ = false;  // the server reset the connection
 };
-
 
 }  // namespace
 
@@ -229,4 +227,3 @@ BOOST_AUTO_TEST_CASE(the_pull_client_also_reads_a_server_that_pushes)
 }
 
 BOOST_AUTO_TEST_SUITE_END()
-

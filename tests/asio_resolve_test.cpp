@@ -12,7 +12,6 @@
 #include <cstdlib>
 #include <string>
 
-
 namespace asio = boost::asio;
 using boost::system::error_code;
 using namespace poetry::test;
@@ -123,7 +122,8 @@ BOOST_AUTO_TEST_CASE(an_io_context_may_end_under_a_running_lookup)
     return;
   }
   auto argv = with_faults({"POETRY_SLOW_NAME=slow.poetry.test"});
-  argv.insert(argv.end(), {build_dir() + "/tests/asio_resolve_test", "--run_test=an_io_context_may_end_under_a_running_lookup"});
+  argv.insert(argv.end(),
+              {build_dir() + "/tests/asio_resolve_test", "--run_test=an_io_context_may_end_under_a_running_lookup"});
   auto r = run(argv, 30s);
   BOOST_TEST(r.status == 0, r.out << r.err);  // no crash, no sanitizer report
 }

@@ -44,8 +44,8 @@ BOOST_DATA_TEST_CASE(every_client_gets_every_byte, bdata::make(models()), model)
   std::string poem = dir.write("poem.txt", ascii_poem());
   server s(model, poem, {"-q", "--delay", "0.001", "--num-bytes", "50"});
   int clients = model == "blocking" ? 3 : 20;
-  auto r = run({loadgen(), "--port", s.address(), "--clients", std::to_string(clients), "--expect", poem,
-                "--csv", dir.path() + "/clients.csv"});
+  auto r = run({loadgen(), "--port", s.address(), "--clients", std::to_string(clients), "--expect", poem, "--csv",
+                dir.path() + "/clients.csv"});
   BOOST_TEST(r.status == 0, r.out << r.err);
   BOOST_TEST(summary_value(r.out, "ok") == clients);
   BOOST_TEST(summary_value(r.out, "failed") == 0);
@@ -102,9 +102,9 @@ BOOST_AUTO_TEST_CASE(a_wrong_byte_fails_every_client)
   auto r = run({loadgen(), "--port", s.address(), "--clients", "4", "--expect", dir.write("expected.txt", expected)});
   BOOST_TEST(r.status == 1);
   BOOST_TEST(summary_value(r.out, "failed") == 4);
-  BOOST_TEST(r.err.find("4 of 4 clients failed: byte " + std::to_string(expected.size() / 2) + " differs") !=
-               std::string::npos,
-             r.err);
+  BOOST_TEST(
+    r.err.find("4 of 4 clients failed: byte " + std::to_string(expected.size() / 2) + " differs") != std::string::npos,
+    r.err);
 }
 
 BOOST_AUTO_TEST_CASE(short_and_long_poems_fail)
@@ -179,9 +179,9 @@ BOOST_AUTO_TEST_CASE(quick_race_writes_csv_and_plot)
   temp_dir dir;
   std::string list;
   for (const auto& model : models()) list += (list.empty() ? "" : ",") + model;
-  auto r = run({source_dir() + "/scripts/bench", "--quick", "--build-dir", build_dir(), "--models", list, "--out",
-                dir.path()},
-               300s);
+  auto r =
+    run({source_dir() + "/scripts/bench", "--quick", "--build-dir", build_dir(), "--models", list, "--out", dir.path()},
+        300s);
   BOOST_TEST(r.status == 0, r.out << r.err);
   std::string csv = read_file(dir.path() + "/bench.csv");
   for (const auto& model : models()) {

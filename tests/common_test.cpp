@@ -30,20 +30,16 @@ struct address_case {
 std::ostream& operator<<(std::ostream& os, const address_case& c) { return os << c.text; }
 
 const address_case good_addresses[] = {
-  {"10000", "127.0.0.1", 10000},
-  {"1", "127.0.0.1", 1},
-  {"65535", "127.0.0.1", 65535},
-  {"localhost:10001", "localhost", 10001},
-  {"127.0.0.2:80", "127.0.0.2", 80},
-  {"example.org:7", "example.org", 7},
-  {"[::1]:10000", "::1", 10000},
-  {"[fe80::1%lo]:22", "fe80::1%lo", 22},
+  {"10000", "127.0.0.1", 10000},     {"1", "127.0.0.1", 1},
+  {"65535", "127.0.0.1", 65535},     {"localhost:10001", "localhost", 10001},
+  {"127.0.0.2:80", "127.0.0.2", 80}, {"example.org:7", "example.org", 7},
+  {"[::1]:10000", "::1", 10000},     {"[fe80::1%lo]:22", "fe80::1%lo", 22},
   {"[127.0.0.1]:5", "127.0.0.1", 5},
 };
 
 const char* const bad_addresses[] = {
-  "", "abc", "host:", ":10000", "[::1", "[::1]", "[::1]10000", "[]:10000", "1:2:3", "::1:10000",
-  "99999", "0", "65536", "-1", "10000x", "host:port", "host:+80", "host: 80", "[::1]:", "1e3",
+  "",      "abc", "host:", ":10000", "[::1",   "[::1]",     "[::1]10000", "[]:10000", "1:2:3",  "::1:10000",
+  "99999", "0",   "65536", "-1",     "10000x", "host:port", "host:+80",   "host: 80", "[::1]:", "1e3",
 };
 
 // Turns a list of words into argc/argv, with a program name in front.
@@ -149,9 +145,9 @@ BOOST_AUTO_TEST_CASE(pull_only_where_the_model_has_it)
 }
 
 const std::vector<std::string> bad_server_lines[] = {
-  {},                                  // no poem file
-  {"--bogus", "p.txt"},                // unknown option
-  {"-p", "65536", "p.txt"},            // port out of range
+  {},                        // no poem file
+  {"--bogus", "p.txt"},      // unknown option
+  {"-p", "65536", "p.txt"},  // port out of range
   {"-p", "-1", "p.txt"},
   {"-p", "abc", "p.txt"},
   {"--num-bytes", "0", "p.txt"},
@@ -161,9 +157,9 @@ const std::vector<std::string> bad_server_lines[] = {
   {"--delay", "soon", "p.txt"},
   {"--delay", "nan", "p.txt"},
   {"--delay", "inf", "p.txt"},
-  {"a.txt", "b.txt"},                  // two poem files
-  {"--port", "p.txt"},                 // missing value
-  {"-d%canonical_option%", "p.txt"},   // once made Boost's error message loop forever
+  {"a.txt", "b.txt"},                 // two poem files
+  {"--port", "p.txt"},                // missing value
+  {"-d%canonical_option%", "p.txt"},  // once made Boost's error message loop forever
   {"--%option%", "p.txt"},
 };
 
@@ -207,13 +203,17 @@ BOOST_AUTO_TEST_CASE(every_option)
 }
 
 const std::vector<std::string> bad_client_lines[] = {
-  {},                       // no addresses
-  {"abc"}, {"host:"}, {"[::1"}, {"1:2:3"}, {"99999"},
+  {},  // no addresses
+  {"abc"},
+  {"host:"},
+  {"[::1"},
+  {"1:2:3"},
+  {"99999"},
   {"--bogus", "10000"},
   {"-t", "-1", "10000"},
   {"-t", "0", "10000"},
   {"-t", "later", "10000"},
-  {"10000", "0"},           // one bad address among good ones
+  {"10000", "0"},  // one bad address among good ones
 };
 
 BOOST_DATA_TEST_CASE(bad_values_are_usage_errors, bdata::make(bad_client_lines), words)

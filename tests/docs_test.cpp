@@ -118,7 +118,8 @@ BOOST_DATA_TEST_CASE(excerpts_diffs_and_links_match_the_code, bdata::make(docume
   auto load = [&](const std::string& path) { return lines_of(read_file((root / path).string())); };
 
   for (const auto& b : blocks_of(doc)) {
-    BOOST_TEST_CONTEXT(doc_path << ":" << b.line_number) {
+    BOOST_TEST_CONTEXT(doc_path << ":" << b.line_number)
+    {
       if (b.kind == "excerpt") {
         BOOST_TEST_REQUIRE(b.paths.size() == 1u);
         BOOST_TEST_REQUIRE(fs::exists(root / b.paths[0]), b.paths[0] << " does not exist");
@@ -167,14 +168,16 @@ BOOST_DATA_TEST_CASE(excerpts_diffs_and_links_match_the_code, bdata::make(docume
       std::string text = (*it)[1], target = (*it)[2];
       std::size_t number = std::stoul((*it)[3]);
       fs::path file = fs::weakly_canonical(doc_dir / target);
-      BOOST_TEST_CONTEXT(doc_path << ":" << i + 1 << " links " << target << "#L" << number) {
+      BOOST_TEST_CONTEXT(doc_path << ":" << i + 1 << " links " << target << "#L" << number)
+      {
         BOOST_TEST_REQUIRE(fs::exists(file));
         auto lines = load(fs::relative(file, root).string());
         bool ok = number >= 1 && number <= lines.size() && lines[number - 1].find(text) != std::string::npos;
         std::size_t nearest = 0;  // 1-based; 0: nowhere
         for (std::size_t n = 1; n <= lines.size() && !ok; ++n)
           if (lines[n - 1].find(text) != std::string::npos &&
-              (nearest == 0 || (n > number ? n - number : number - n) < (nearest > number ? nearest - number : number - nearest)))
+              (nearest == 0 ||
+               (n > number ? n - number : number - n) < (nearest > number ? nearest - number : number - nearest)))
             nearest = n;
         std::string hint = nearest ? " (the nearest is line " + std::to_string(nearest) + ")" : "";
         BOOST_TEST(ok, "line " << number << " does not contain `" << text << "`" << hint);
@@ -210,7 +213,8 @@ BOOST_AUTO_TEST_CASE(every_chapter_keeps_checked_code)
     ++chapters;
     auto blocks = blocks_of(lines_of(read_file(entry.path().string())));
     auto diffs = std::count_if(blocks.begin(), blocks.end(), [](const block& b) { return b.kind == "diff"; });
-    BOOST_TEST_CONTEXT("docs/" << name) {
+    BOOST_TEST_CONTEXT("docs/" << name)
+    {
       BOOST_TEST(blocks.size() >= 3u, "only " << blocks.size() << " checked excerpts or diffs");
       if (name.rfind("01-", 0) != 0) BOOST_TEST(diffs >= 1, "no checked diff against the previous model");
     }

@@ -16,7 +16,6 @@ using namespace poetry::test;
 
 namespace {
 
-
 // How the client's stderr should end: one summary line.
 bool reports_success(const result& r, int poems)
 {
@@ -46,7 +45,8 @@ BOOST_DATA_TEST_CASE(every_client_gets_every_byte, bdata::make(models()) * bdata
   std::string poem = kind.make();
   server s(server_model, dir.write("poem", poem), {"--delay", "0.005", "--num-bytes", "20"});
   for (const auto& client_model : models()) {
-    BOOST_TEST_CONTEXT("client " << client_model) {
+    BOOST_TEST_CONTEXT("client " << client_model)
+    {
       auto r = run_client(client_model, {s.address()});
       BOOST_TEST(r.status == 0);
       BOOST_TEST(r.out == poem);
@@ -64,7 +64,8 @@ BOOST_DATA_TEST_CASE(a_poem_larger_than_the_socket_buffers, bdata::make(models()
   std::string poem = large_poem(8 << 20);
   server s(server_model, dir.write("large", poem), {"--delay", "0", "--num-bytes", "65536", "-q"});
   for (const auto& client_model : models()) {
-    BOOST_TEST_CONTEXT("client " << client_model) {
+    BOOST_TEST_CONTEXT("client " << client_model)
+    {
       auto r = run_client(client_model, {"-q", s.address()});
       BOOST_TEST(r.status == 0);
       BOOST_TEST((r.out == poem), "got " << r.out.size() << " of " << poem.size() << " bytes");
@@ -107,7 +108,8 @@ BOOST_DATA_TEST_CASE(three_clients_at_once, bdata::make(models()), server_model)
   auto start = std::chrono::steady_clock::now();
   std::vector<std::unique_ptr<child>> clients;
   for (int i = 0; i < 3; ++i)
-    clients.push_back(std::make_unique<child>(std::vector<std::string>{program("threaded", "client"), "-q", s.address()}));
+    clients.push_back(
+      std::make_unique<child>(std::vector<std::string>{program("threaded", "client"), "-q", s.address()}));
   for (auto& c : clients) {
     BOOST_TEST(c->wait(30s).value_or(-1) == 0);
     BOOST_TEST(c->out() == poem);
@@ -146,8 +148,8 @@ BOOST_AUTO_TEST_SUITE_END()
 BOOST_AUTO_TEST_SUITE(command_lines)
 
 const std::vector<std::string> bad_server_lines[] = {
-  {"--bogus", "POEM"}, {"-p", "65536", "POEM"}, {"-p", "x", "POEM"}, {"--num-bytes", "0", "POEM"},
-  {"--delay", "-1", "POEM"}, {},
+  {"--bogus", "POEM"},          {"-p", "65536", "POEM"},   {"-p", "x", "POEM"},
+  {"--num-bytes", "0", "POEM"}, {"--delay", "-1", "POEM"}, {},
 };
 const std::vector<std::string> bad_client_lines[] = {
   {"abc"}, {"host:"}, {"[::1"}, {"1:2:3"}, {"99999"}, {}, {"--bogus", "1"}, {"-t", "x", "1"},
@@ -181,7 +183,8 @@ BOOST_DATA_TEST_CASE(clients_reject_bad_usage, bdata::make(models()), model)
   for (auto words : bad_client_lines) {
     std::string shown = words.empty() ? "(none)" : words.front();
     words.insert(words.begin(), program(model, "client"));
-    BOOST_TEST_CONTEXT(shown) {
+    BOOST_TEST_CONTEXT(shown)
+    {
       auto r = run(words, 10s);
       check_usage_error(r);
       if (words.size() == 2) BOOST_TEST(r.err.find("'" + words[1] + "'") != std::string::npos, r.err);
@@ -237,8 +240,9 @@ BOOST_DATA_TEST_CASE(a_refused_connection_fails_the_task_not_the_others, bdata::
   auto r = run_client(model, {dead, live.address()});
   BOOST_TEST(r.status == 1);
   BOOST_TEST(r.out == poem);
-  BOOST_TEST(r.err.find("Task 1: failed to get poetry from 127.0.0.1:" + dead + ": Connection refused") !=
-             std::string::npos, r.err);
+  BOOST_TEST(
+    r.err.find("Task 1: failed to get poetry from 127.0.0.1:" + dead + ": Connection refused") != std::string::npos,
+    r.err);
   BOOST_TEST(r.err.find("Got 1 poem in") != std::string::npos, r.err);
   BOOST_TEST(r.err.find("(1 failed)") != std::string::npos, r.err);
 }

@@ -34,7 +34,10 @@ std::vector<std::string> models()
 
 std::string build_dir() { return POETRY_BUILD_DIR; }
 std::string source_dir() { return POETRY_SOURCE_DIR; }
-std::string program(const std::string& model, const std::string& name) { return build_dir() + "/" + model + "/" + name; }
+std::string program(const std::string& model, const std::string& name)
+{
+  return build_dir() + "/" + model + "/" + name;
+}
 
 child::child(std::vector<std::string> argv, spawn_options options)
 {
@@ -94,7 +97,8 @@ void child::collect(int fd, std::string& into, stdout_reader reader)
     if (n < 0 && errno == EINTR) continue;
     // The first line is in: stop reading here if asked to. The pipe closes before anyone hears
     // of the line, so whatever the child writes after it finds the reader gone.
-    bool stop = n > 0 && reader != stdout_reader::keeps_reading && std::memchr(buffer, '\n', static_cast<std::size_t>(n));
+    bool stop =
+      n > 0 && reader != stdout_reader::keeps_reading && std::memchr(buffer, '\n', static_cast<std::size_t>(n));
     if (stop && reader == stdout_reader::closes_after_first_line) {
       ::close(fd);
       fd = -1;
@@ -149,9 +153,7 @@ std::optional<std::string> child::wait_for_line(const std::string& prefix, std::
 bool child::wait_for_output(const std::string& text, std::chrono::milliseconds bound, bool on_stderr)
 {
   std::unique_lock lock(mutex_);
-  return changed_.wait_for(lock, bound, [&] {
-    return (on_stderr ? err_ : out_).find(text) != std::string::npos;
-  });
+  return changed_.wait_for(lock, bound, [&] { return (on_stderr ? err_ : out_).find(text) != std::string::npos; });
 }
 
 std::optional<int> child::wait(std::chrono::milliseconds bound)
@@ -224,13 +226,15 @@ spawn_options room_for(std::size_t clients)
 
 server::server(const std::string& model, const std::string& poem_file, std::vector<std::string> extra,
                spawn_options options)
-  : process_([&] {
-      std::vector<std::string> argv{program(model, "server")};
-      if (std::find(extra.begin(), extra.end(), "-p") == extra.end()) argv.insert(argv.end(), {"--port", "0"});
-      argv.insert(argv.end(), extra.begin(), extra.end());
-      argv.push_back(poem_file);
-      return argv;
-    }(), options)
+  : process_(
+      [&] {
+        std::vector<std::string> argv{program(model, "server")};
+        if (std::find(extra.begin(), extra.end(), "-p") == extra.end()) argv.insert(argv.end(), {"--port", "0"});
+        argv.insert(argv.end(), extra.begin(), extra.end());
+        argv.push_back(poem_file);
+        return argv;
+      }(),
+      options)
 {
   auto line = process_.wait_for_line("Serving ", 20s);
   if (!line) {

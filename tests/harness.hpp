@@ -51,12 +51,12 @@ std::string source_dir();
 enum class stdout_reader { keeps_reading, closes_after_first_line, stalls_after_first_line };
 
 struct spawn_options {
-  std::optional<unsigned long> max_files;  // RLIMIT_NOFILE for the child
-  std::optional<unsigned long> max_memory; // RLIMIT_AS for the child, in bytes
+  std::optional<unsigned long> max_files;   // RLIMIT_NOFILE for the child
+  std::optional<unsigned long> max_memory;  // RLIMIT_AS for the child, in bytes
   stdout_reader reader = stdout_reader::keeps_reading;
-  bool stdout_closed = false;               // the child starts with descriptor 1 closed
-  bool default_sigpipe = true;              // the child starts with SIGPIPE at SIG_DFL
-  bool stdin_pipe = false;                  // give the child a pipe as stdin (else /dev/null)
+  bool stdout_closed = false;   // the child starts with descriptor 1 closed
+  bool default_sigpipe = true;  // the child starts with SIGPIPE at SIG_DFL
+  bool stdin_pipe = false;      // give the child a pipe as stdin (else /dev/null)
 };
 
 // A running program whose stdout and stderr are collected in the background.

@@ -24,8 +24,10 @@ std::vector<std::string> ports_in(const std::string& out)
 // Runs scripts/lab with the lab's folder in dir and the programs of this build.
 result lab(const temp_dir& dir, std::vector<std::string> args)
 {
-  std::vector<std::string> argv{"/usr/bin/env", "POETRY_LAB_DIR=" + dir.path(), "/bin/bash",
-                                source_dir() + "/scripts/lab", "--no-build", "--build-dir", build_dir()};
+  std::vector<std::string> argv{"/usr/bin/env", "POETRY_LAB_DIR=" + dir.path(),
+                                "/bin/bash",    source_dir() + "/scripts/lab",
+                                "--no-build",   "--build-dir",
+                                build_dir()};
   argv.insert(argv.end(), args.begin(), args.end());
   return run(argv, 30s);
 }

@@ -47,8 +47,8 @@ BOOST_DATA_TEST_CASE(a_thousand_clients_at_once_each_get_every_byte_in_about_the
   // Each client costs little: the poem is shared, not copied (a thread's stack is mostly
   // untouched, so even the threaded server stays small at a thousand).
   if (!sanitized_build) BOOST_TEST(peak_kib(s.process().pid()) < 32 * 1024);
-  BOOST_TEST_MESSAGE(model << ": 1000 clients, slowest " << load["max"] << "s (one ideally " << ideal
-                           << "s), peak " << peak_kib(s.process().pid()) / 1024 << " MiB");
+  BOOST_TEST_MESSAGE(model << ": 1000 clients, slowest " << load["max"] << "s (one ideally " << ideal << "s), peak "
+                           << peak_kib(s.process().pid()) / 1024 << " MiB");
 }
 
 // Each client closes after its last byte, so the server's side of it ends too: the server is

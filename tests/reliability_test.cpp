@@ -162,7 +162,8 @@ BOOST_DATA_TEST_CASE(a_full_descriptor_table_neither_crashes_nor_spins, bdata::m
   double cpu_before = cpu_seconds(s.process().pid());
   std::vector<std::unique_ptr<child>> clients;
   for (int i = 0; i < 60; ++i)
-    clients.push_back(std::make_unique<child>(std::vector<std::string>{program("blocking", "client"), "-q", s.address()}));
+    clients.push_back(
+      std::make_unique<child>(std::vector<std::string>{program("blocking", "client"), "-q", s.address()}));
   int served = 0;
   for (auto& c : clients)
     if (c->wait(120s).value_or(-1) == 0 && c->out() == poem) ++served;
@@ -176,7 +177,8 @@ BOOST_DATA_TEST_CASE(a_full_descriptor_table_neither_crashes_nor_spins, bdata::m
 
 // Not under ThreadSanitizer, which delays signals (see harness.hpp); every other build runs it.
 BOOST_TEST_DECORATOR(*boost::unit_test::enable_if<!thread_sanitizer_build>())
-BOOST_DATA_TEST_CASE(signals_end_the_server_promptly_with_status_zero, bdata::make(models()) * bdata::make({SIGINT, SIGTERM}), model, sig)
+BOOST_DATA_TEST_CASE(signals_end_the_server_promptly_with_status_zero,
+                     bdata::make(models()) * bdata::make({SIGINT, SIGTERM}), model, sig)
 {
   temp_dir dir;
   std::string poem = large_poem(4000);
@@ -219,7 +221,8 @@ BOOST_DATA_TEST_CASE(a_server_whose_log_reader_has_gone_keeps_serving, bdata::ma
   if (exit_status_is_ours) BOOST_TEST(status.value_or(-1) == 0);  // nor by "Shutting down."
 }
 
-BOOST_DATA_TEST_CASE(a_stdout_nobody_reads_stalls_no_poem_and_no_signal, bdata::make(models()) * bdata::make({SIGINT, SIGTERM}), model, sig)
+BOOST_DATA_TEST_CASE(a_stdout_nobody_reads_stalls_no_poem_and_no_signal,
+                     bdata::make(models()) * bdata::make({SIGINT, SIGTERM}), model, sig)
 {
   temp_dir dir;
   std::string poem = large_poem(20000);
@@ -359,7 +362,8 @@ BOOST_DATA_TEST_CASE(a_slow_name_delays_only_its_own_task, bdata::make(models())
   server live("threaded", dir.write("poem", poem), {"--delay", "0"});
   // Task 1's name takes four seconds to look up; task 2 is a live server, fetched meanwhile.
   auto argv = with_faults({"POETRY_SLOW_NAME=slow.poetry.test"});
-  argv.insert(argv.end(), {program(model, "client"), "-q", "-t", "1", "slow.poetry.test:" + live.address(), live.address()});
+  argv.insert(argv.end(),
+              {program(model, "client"), "-q", "-t", "1", "slow.poetry.test:" + live.address(), live.address()});
   auto r = run(argv, 30s);
   BOOST_TEST(r.err.find("Task 2: got " + std::to_string(poem.size()) + " bytes") != std::string::npos, r.err);
 }
@@ -426,7 +430,8 @@ BOOST_DATA_TEST_CASE(a_stdout_that_fails_is_one_clear_line_and_status_1, bdata::
   BOOST_TEST(none.wait(30s).value_or(-1) == 1);
   BOOST_TEST(none.err().find(": cannot write to stdout: Bad file descriptor\n") != std::string::npos, none.err());
   // A full disk: the reason reads as it is, with no " after N bytes" glued to its end.
-  auto full = run({"/bin/bash", "-c", "exec \"$0\" \"$@\" > /dev/full", program(model, "client"), "-q", s.address()}, 30s);
+  auto full =
+    run({"/bin/bash", "-c", "exec \"$0\" \"$@\" > /dev/full", program(model, "client"), "-q", s.address()}, 30s);
   BOOST_TEST(full.status == 1);
   BOOST_TEST(full.err.find(": cannot write to stdout: No space left on device\n") != std::string::npos, full.err);
 }
@@ -482,7 +487,7 @@ BOOST_AUTO_TEST_CASE(the_client_fails_those_tasks_and_still_sums_up)
   auto r = run(argv, 60s, tight);
   BOOST_TEST(r.status == 1);
   BOOST_TEST(r.err.find("cannot start a thread") != std::string::npos, r.err);  // the limit was reached
-  BOOST_TEST(count(r.err, ": failed to get poetry from ") == 60u, r.err);     // every task says how it ended
+  BOOST_TEST(count(r.err, ": failed to get poetry from ") == 60u, r.err);       // every task says how it ended
   BOOST_TEST(r.err.find("Got 0 poems in ") != std::string::npos, r.err);
   BOOST_TEST(r.err.find("(60 failed)") != std::string::npos, r.err);
 }

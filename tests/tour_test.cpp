@@ -28,8 +28,8 @@ BOOST_AUTO_TEST_CASE(the_tour_ends_with_a_table_that_shows_each_model)
 {
   temp_dir dir;
   // T* = (10 - 1) x 0.05 s = 0.45 s; blocking needs about 3 T* per experiment.
-  result r = run({"/bin/bash", source_dir() + "/scripts/tour", "--no-build", "--build-dir", build_dir(),
-                  "--models", joined(models()), "--delay", "0.05", "--svg", dir.path()},
+  result r = run({"/bin/bash", source_dir() + "/scripts/tour", "--no-build", "--build-dir", build_dir(), "--models",
+                  joined(models()), "--delay", "0.05", "--svg", dir.path()},
                  60s);
   BOOST_TEST_INFO_SCOPE("stdout:\n" << r.out << "\nstderr:\n" << r.err);
   BOOST_TEST_REQUIRE(r.status == 0);
@@ -48,10 +48,8 @@ BOOST_AUTO_TEST_CASE(the_tour_ends_with_a_table_that_shows_each_model)
       BOOST_TEST_REQUIRE(std::regex_search(r.out, m, row));
       for (int ratio : {3, 4}) {
         double value = std::stod(m[ratio]);
-        if (model == "blocking")
-          BOOST_TEST(value > 2.4);
-        else
-          BOOST_TEST(value < 1.6);
+        if (model == "blocking") BOOST_TEST(value > 2.4);
+        else BOOST_TEST(value < 1.6);
       }
       for (const char* exp : {"a", "b"}) {
         std::ifstream svg(dir.path() + "/" + model + "-" + exp + ".svg");
@@ -65,10 +63,8 @@ BOOST_AUTO_TEST_CASE(the_tour_ends_with_a_table_that_shows_each_model)
 
 BOOST_AUTO_TEST_CASE(a_bad_option_is_a_usage_error)
 {
-  for (std::vector<std::string> args : {std::vector<std::string>{"--clients", "0"},
-                                        {"--delay", "-1"},
-                                        {"--models", "nonesuch"},
-                                        {"--frobnicate"}}) {
+  for (std::vector<std::string> args :
+       {std::vector<std::string>{"--clients", "0"}, {"--delay", "-1"}, {"--models", "nonesuch"}, {"--frobnicate"}}) {
     std::vector<std::string> argv{"/bin/bash", source_dir() + "/scripts/tour", "--no-build"};
     argv.insert(argv.end(), args.begin(), args.end());
     result r = run(argv, 10s);
