@@ -39,8 +39,8 @@ const quotation quotations[] = {
   {"docs/03-select.md",
    "1,000 clients took {select 1000 0.1 E} times one client's time in a flat {select 1000 0.1 RSS} MiB"},
   {"docs/03-select.md",
-   "the server's CPU time for them, {select 1000 0.1 CPU} s, was the highest of the one-thread models (the Asio "
-   "ones: {asio_callbacks 1000 0.1 CPU} and {asio_protocol 1000 0.1 CPU} s)"},
+   "the server's CPU time for them, {select 1000 0.1 CPU} s, was no higher than the one-thread Asio models' "
+   "({asio_callbacks 1000 0.1 CPU} and {asio_protocol 1000 0.1 CPU} s)"},
   {"docs/04-asio-callbacks.md",
    "clients took {asio_callbacks 10000 0.5 E} times one client's time, with a peak of "
    "{asio_callbacks 10000 0.5 RSS} MiB"},
