@@ -15,7 +15,9 @@
 #include "common/sockets.hpp"
 
 #include <array>
+#include <cerrno>
 #include <csignal>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -389,4 +391,54 @@ BOOST_AUTO_TEST_CASE(ex_5_3)
                      "three clients at once, and the server never printed 'Clients being served: 3' on stderr");
   BOOST_TEST_REQUIRE(s.process().wait_for_output("Clients being served: 0\n", 10s, true),
                      "after the last client the server never printed 'Clients being served: 0' on stderr");
+}
+
+// 6.1 A time limit per client, with a coroutine: a client that never reads is dropped 30
+// seconds after it connected, with a line saying it timed out.
+BOOST_AUTO_TEST_CASE(ex_6_1)
+{
+  temp_dir dir;
+  std::string poem = large_poem(16 << 20);
+  server s("asio_coroutines", dir.write("poem", poem), {"--delay", "0", "--num-bytes", "65536", "-q"});
+  unique_fd stuck = connect_raw(s.port());
+  auto start = std::chrono::steady_clock::now();
+  BOOST_TEST_REQUIRE(s.process().wait_for_output("Lost ", 40s),
+                     "a client that never reads is still connected after 40 s: no time limit yet");
+  double after = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  BOOST_TEST_REQUIRE(s.process().out().find("timed out") != std::string::npos,
+                     "the Lost line does not say 'timed out': " << s.process().out());
+  BOOST_TEST_REQUIRE(after > 25, "the client was dropped after " << after << "s, not 30");
+}
+
+// 6.3 The pull dialogue as a coroutine: with --pull the coroutine server answers each "poems"
+// request with one chunk, so step 5's --pull client gets every byte; a client that asks for
+// three chunks and half-closes gets exactly three, then a reset.
+BOOST_AUTO_TEST_CASE(ex_6_3)
+{
+  temp_dir dir;
+  std::string poem = large_poem(400);  // 20 chunks of 20 bytes
+  std::string poem_file = dir.write("poem", poem);
+  result help = run({program("asio_coroutines", "server"), "--help"}, 10s);
+  BOOST_TEST_REQUIRE(help.out.find("--pull") != std::string::npos,
+                     "build/asio_coroutines/server takes no --pull option yet (see its --help)");
+  server s("asio_coroutines", poem_file, {"--pull", "--delay", "0", "--num-bytes", "20"});
+  result r = run_client("asio_protocol", {"--pull", "-q", s.address()}, 20s);
+  BOOST_TEST_REQUIRE(r.status == 0, "step 5's --pull client failed: " << r.err);
+  BOOST_TEST_REQUIRE((r.out == poem), "step 5's --pull client got " << r.out.size() << " of 400 bytes");
+  // Three requests in one write, then the half-close: three chunks, not one byte more.
+  unique_fd asker = connect_raw(s.port());
+  BOOST_TEST_REQUIRE(poetry::send_all(asker.get(), "poemspoemspoems") == 0);
+  ::shutdown(asker.get(), SHUT_WR);
+  std::string got;
+  std::array<char, 4096> buffer;
+  ssize_t n;
+  while ((n = ::recv(asker.get(), buffer.data(), buffer.size(), 0)) > 0) got.append(buffer.data(), static_cast<std::size_t>(n));
+  int error = n < 0 ? errno : 0;
+  BOOST_TEST_REQUIRE(got.size() == 60u, "a client asked for three chunks of 20 bytes and got " << got.size() << " bytes");
+  BOOST_TEST_REQUIRE((got == poem.substr(0, 60)), "the three chunks are not the poem's first 60 bytes");
+  BOOST_TEST_REQUIRE(error == ECONNRESET, "after three of twenty chunks the connection ended "
+                                            << (error == 0 ? std::string("cleanly") : std::strerror(error))
+                                            << ", not with a reset: the client could not tell the poem was cut short");
+  BOOST_TEST_REQUIRE(s.process().wait_for_output("after 60 of 400 bytes", 10s),
+                     "the server did not say it stopped 'after 60 of 400 bytes': " << s.process().out());
 }
