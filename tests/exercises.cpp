@@ -148,10 +148,10 @@ BOOST_AUTO_TEST_CASE(ex_2_1)
   BOOST_TEST_REQUIRE(r.status == 0, "not every one of 1,100 clients got the whole poem: " << r.err);
   int for_clients = peak - idle;
   // 1,000, and one more: a thread that has just given back its place may not have exited yet.
-  BOOST_TEST_REQUIRE(for_clients <= 1001, "the server ran " << for_clients << " threads for 1,100 clients (and "
-                                                            << idle << " others); the limit is 1,000");
-  BOOST_TEST_REQUIRE(for_clients >= 900, "the server ran only " << for_clients
-                                                                << " threads for clients: it should serve 1,000 at once");
+  BOOST_TEST_REQUIRE(for_clients <= 1001, "the server ran " << for_clients << " threads for 1,100 clients (and " << idle
+                                                            << " others); the limit is 1,000");
+  BOOST_TEST_REQUIRE(for_clients >= 900,
+                     "the server ran only " << for_clients << " threads for clients: it should serve 1,000 at once");
 }
 
 // 2.2 A pool of four: eight clients at once, the server has four threads besides its idle ones
@@ -432,9 +432,11 @@ BOOST_AUTO_TEST_CASE(ex_6_3)
   std::string got;
   std::array<char, 4096> buffer;
   ssize_t n;
-  while ((n = ::recv(asker.get(), buffer.data(), buffer.size(), 0)) > 0) got.append(buffer.data(), static_cast<std::size_t>(n));
+  while ((n = ::recv(asker.get(), buffer.data(), buffer.size(), 0)) > 0)
+    got.append(buffer.data(), static_cast<std::size_t>(n));
   int error = n < 0 ? errno : 0;
-  BOOST_TEST_REQUIRE(got.size() == 60u, "a client asked for three chunks of 20 bytes and got " << got.size() << " bytes");
+  BOOST_TEST_REQUIRE(got.size() == 60u,
+                     "a client asked for three chunks of 20 bytes and got " << got.size() << " bytes");
   BOOST_TEST_REQUIRE((got == poem.substr(0, 60)), "the three chunks are not the poem's first 60 bytes");
   BOOST_TEST_REQUIRE(error == ECONNRESET, "after three of twenty chunks the connection ended "
                                             << (error == 0 ? std::string("cleanly") : std::strerror(error))
