@@ -31,10 +31,6 @@ using asio::ip::tcp;
 using boost::system::error_code;
 using steady_clock = std::chrono::steady_clock;
 
-// The completion token of every co_await below: the coroutine resumes with the operation's
-// result, and its error (if any) in ec.
-auto into(error_code& ec) { return asio::redirect_error(asio::use_awaitable, ec); }
-
 // One download's resolver, socket and --timeout, shared by its two coroutines. Ownership: each
 // coroutine holds a shared_ptr to it, so it lives until the later of the two has ended.
 struct connection {

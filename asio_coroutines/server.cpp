@@ -37,10 +37,6 @@ using asio::ip::tcp;
 using boost::system::error_code;
 using steady_clock = std::chrono::steady_clock;
 
-// The completion token of every co_await below: the coroutine resumes with the operation's
-// result, and its error (if any) in ec.
-auto into(error_code& ec) { return asio::redirect_error(asio::use_awaitable, ec); }
-
 // How long to stop accepting after accept fails for want of descriptors or memory: the
 // listening socket stays readable, so trying again at once would spin.
 constexpr std::chrono::milliseconds accept_pause{100};

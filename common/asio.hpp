@@ -24,3 +24,13 @@
 #endif
 
 #include <boost/asio.hpp>
+
+#if defined(BOOST_ASIO_HAS_CO_AWAIT)
+namespace poetry {
+
+// The completion token of every co_await in asio_coroutines: the coroutine resumes with the
+// operation's result, and its error (if any) in ec, instead of an exception.
+inline auto into(boost::system::error_code& ec) { return boost::asio::redirect_error(boost::asio::use_awaitable, ec); }
+
+}  // namespace poetry
+#endif
