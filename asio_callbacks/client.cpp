@@ -43,8 +43,8 @@ using steady_clock = std::chrono::steady_clock;
 // operations, each of which holds a shared_ptr to it (self).
 class download : public std::enable_shared_from_this<download> {
 public:
-  download(asio::io_context& io, int task, const address& from, const client_options& options,
-           poem_output& output, char& ok)
+  download(asio::io_context& io, int task, const address& from, const client_options& options, poem_output& output,
+           char& ok)
     : resolver_(io), socket_(io), timer_(io), task_(task), from_(from), options_(options), output_(output), ok_(ok)
   {
   }
@@ -93,9 +93,8 @@ private:
       }
       connecting_ = true;
       made_progress();
-      socket_.async_connect(e, [self = shared_from_this(), attempt = next_](error_code ec) {
-        self->on_connect(ec, attempt);
-      });
+      socket_.async_connect(
+        e, [self = shared_from_this(), attempt = next_](error_code ec) { self->on_connect(ec, attempt); });
       return;
     }
     fail(error_.message());
@@ -116,9 +115,8 @@ private:
   // Reads whatever has arrived; the handler runs when there is some, or at the end of stream.
   void do_read()
   {
-    socket_.async_read_some(asio::buffer(buffer_), [self = shared_from_this()](error_code ec, std::size_t n) {
-      self->on_read(ec, n);
-    });
+    socket_.async_read_some(asio::buffer(buffer_),
+                            [self = shared_from_this()](error_code ec, std::size_t n) { self->on_read(ec, n); });
   }
 
   void on_read(error_code ec, std::size_t n)
@@ -196,10 +194,11 @@ private:
   resolver resolver_;
   resolver::results_type endpoints_;  // every resolved address, tried in turn
   std::size_t next_ = 0;              // the next of them to try
-  error_code error_ = make_error_code(boost::system::errc::address_not_available);  // why the last one failed
   bool connecting_ = false;           // a connect is pending
+  // Why the last one failed.
+  error_code error_ = make_error_code(boost::system::errc::address_not_available);
   tcp::socket socket_;
-  asio::steady_timer timer_;  // the --timeout
+  asio::steady_timer timer_;           // the --timeout
   steady_clock::time_point deadline_;  // --timeout: no progress by then, give up
   int task_;
   const address& from_;
@@ -213,8 +212,8 @@ private:
 };
 
 // Starts downloading one poem; the io_context's handlers do the rest.
-void get_poem(asio::io_context& io, int task, const address& from, const client_options& options,
-              poem_output& output, char& ok)
+void get_poem(asio::io_context& io, int task, const address& from, const client_options& options, poem_output& output,
+              char& ok)
 {
   std::make_shared<download>(io, task, from, options, output, ok)->start();
 }

@@ -119,7 +119,8 @@ private:
   void on_write(error_code ec, std::size_t n)
   {
     writing_ = false;
-    sent_ += n;  // even after an error, n says how much of the chunk reached the kernel
+    // Even after an error, n says how much of the chunk reached the kernel.
+    sent_ += n;
     if (!socket_.is_open()) return;  // the session already ended
     if (ec) return fail(ec);
     do_next();

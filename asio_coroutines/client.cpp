@@ -38,7 +38,8 @@ struct connection {
   poetry::resolver resolver;
   tcp::socket socket;
   asio::steady_timer timer;  // the --timeout
-  steady_clock::time_point deadline = steady_clock::time_point::max();  // no progress by then: give up
+  // --timeout: no progress by then, give up.
+  steady_clock::time_point deadline = steady_clock::time_point::max();
   bool timed_out = false;  // watch cancelled the pending operation
   bool ended = false;      // get_poem has ended; watch ends too
 
@@ -91,8 +92,7 @@ asio::awaitable<resolver::results_type> resolve(connection& c, const address& fr
 
 // Connects to each resolved address in turn until one answers; a refusal, or no answer within
 // the --timeout, moves on to the next.
-asio::awaitable<void> connect(connection& c, const resolver::results_type& addresses,
-                              const client_options& options)
+asio::awaitable<void> connect(connection& c, const resolver::results_type& addresses, const client_options& options)
 {
   error_code ec = asio::error::host_not_found;
   for (const tcp::endpoint& to : addresses) {

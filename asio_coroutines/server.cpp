@@ -118,7 +118,8 @@ asio::awaitable<void> accept_clients(tcp::acceptor& acceptor, const std::string&
   for (;;) {
     error_code ec;
     tcp::socket client = co_await acceptor.async_accept(into(ec));  // only this coroutine waits
-    if (!acceptor.is_open()) co_return;  // shutting down
+    // Closed: the server is shutting down.
+    if (!acceptor.is_open()) co_return;
     // The client left before we accepted it, or a network error: on to the next at once.
     if (ec && retry_accept_at_once(ec.value())) continue;
     if (ec) {

@@ -128,8 +128,8 @@ std::string describe(const error_code& ec)
 
 // Starts downloading one poem: connect() resolves and connects, and the protocol it makes
 // once connected does the rest.
-void get_poem(asio::io_context& io, int task, const address& from, const client_options& options,
-              poem_output& output, char& ok)
+void get_poem(asio::io_context& io, int task, const address& from, const client_options& options, poem_output& output,
+              char& ok)
 {
   report_task_start(task, from);
   stopwatch clock;

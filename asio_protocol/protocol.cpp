@@ -91,7 +91,8 @@ void Transport::start(tcp::socket socket, std::size_t read_buffer_size, const Pr
 }
 
 // Runs one callback of the Protocol. An exception ends this connection only.
-template <class Callback> void Transport::guard(Callback&& callback)
+template <class Callback>
+void Transport::guard(Callback&& callback)
 {
   std::string what;
   try {
@@ -155,8 +156,7 @@ void Transport::resume_reading()
   paused_ = false;
   // Hand over the read that completed meanwhile, on the loop (not from inside this call).
   if (auto held = std::exchange(held_, std::nullopt)) {
-    asio::post(socket_.get_executor(),
-               [self = shared_from_this(), held] { self->on_read(held->first, held->second); });
+    asio::post(socket_.get_executor(), [self = shared_from_this(), held] { self->on_read(held->first, held->second); });
   }
 }
 
@@ -201,7 +201,8 @@ void Transport::do_write()
 
 void Transport::on_write(const error_code& ec, std::size_t n)
 {
-  buffered_ -= n;  // handed to the kernel, even if the write then failed or was cut short
+  // Handed to the kernel, even if the write then failed or was cut short.
+  buffered_ -= n;
   if (ended_) return;  // the connection already ended
   if (ec) return finish(ec);
   queue_.erase(queue_.begin());
@@ -311,9 +312,8 @@ void Server::close()
 
 void Server::do_accept()
 {
-  acceptor_.async_accept([self = shared_from_this()](const error_code& ec, tcp::socket socket) {
-    self->on_accept(ec, std::move(socket));
-  });
+  acceptor_.async_accept(
+    [self = shared_from_this()](const error_code& ec, tcp::socket socket) { self->on_accept(ec, std::move(socket)); });
 }
 
 // A new connection: a Transport and a Protocol of its own, then the next accept.
@@ -350,7 +350,11 @@ class Connector : public std::enable_shared_from_this<Connector> {
 public:
   Connector(asio::io_context& io, ProtocolFactory factory, std::function<void(const error_code&)> on_failure,
             std::optional<std::chrono::nanoseconds> timeout)
-    : resolver_(io), socket_(io), timer_(io), factory_(std::move(factory)), on_failure_(std::move(on_failure)),
+    : resolver_(io),
+      socket_(io),
+      timer_(io),
+      factory_(std::move(factory)),
+      on_failure_(std::move(on_failure)),
       timeout_(timeout)
   {
   }
@@ -361,9 +365,10 @@ public:
     start_timer();
     // common/'s resolver runs getaddrinfo on a thread of its own, so neither the loop nor another
     // connection's lookup waits for it.
-    resolver_.async_resolve(host, port, [self = shared_from_this()](const error_code& ec, std::vector<tcp::endpoint> endpoints) {
-      self->on_resolve(ec, std::move(endpoints));
-    });
+    resolver_.async_resolve(host, port,
+                            [self = shared_from_this()](const error_code& ec, std::vector<tcp::endpoint> endpoints) {
+                              self->on_resolve(ec, std::move(endpoints));
+                            });
   }
 
 private:
@@ -440,8 +445,8 @@ private:
   std::function<void(const error_code&)> on_failure_;
   std::optional<std::chrono::nanoseconds> timeout_;
   std::vector<tcp::endpoint> endpoints_;
-  std::size_t next_ = 0;    // the next address to try
-  unsigned attempt_ = 0;    // which attempt the pending handlers belong to
+  std::size_t next_ = 0;  // the next address to try
+  unsigned attempt_ = 0;  // which attempt the pending handlers belong to
   bool done_ = false;
 };
 

@@ -164,7 +164,8 @@ private:
   void all_written();
   void do_shutdown();
   void finish(const error_code& reason);
-  template <class Callback> void guard(Callback&& callback);
+  template <class Callback>
+  void guard(Callback&& callback);
 
   // One write: bytes points into owned, or (write_borrowed) into the caller's buffer.
   struct pending {
@@ -176,17 +177,19 @@ private:
   std::unique_ptr<Protocol> protocol_;
   std::string peer_;
   tcp::endpoint peername_, sockname_;
-  bool closing_ = false;       // close() or abort() was called
-  bool ended_ = false;         // the socket is closed; connection_lost is on its way
-  bool eof_asked_ = false;     // write_eof() was called
-  bool write_ended_ = false;   // ... and our side is shut down
-  bool read_ended_ = false;    // the peer's end of stream was read (and eof_received said true)
-  bool writing_ = false;       // an async_write is in flight
-  bool paused_ = false;        // pause_reading()
-  std::optional<std::pair<error_code, std::size_t>> held_;  // a read that completed while paused
+  bool closing_ = false;      // close() or abort() was called
+  bool ended_ = false;        // the socket is closed; connection_lost is on its way
+  bool eof_asked_ = false;    // write_eof() was called
+  bool write_ended_ = false;  // ... and our side is shut down
+  bool read_ended_ = false;   // the peer's end of stream was read (and eof_received said true)
+  bool writing_ = false;      // an async_write is in flight
+  bool paused_ = false;       // pause_reading()
+  // A read that completed while paused.
+  std::optional<std::pair<error_code, std::size_t>> held_;
   std::vector<pending> queue_;  // front: being written; the rest: waiting
-  std::size_t buffered_ = 0;   // bytes in queue_ not yet handed to the kernel
-  std::vector<std::weak_ptr<TimerHandle::state>> timers_;  // to cancel them all at the end
+  std::size_t buffered_ = 0;    // bytes in queue_ not yet handed to the kernel
+  // To cancel them all at the end.
+  std::vector<std::weak_ptr<TimerHandle::state>> timers_;
   std::unique_ptr<char[]> read_buffer_;
   std::size_t read_buffer_size_;
 };

@@ -28,10 +28,8 @@ public:
     std::size_t complete = 0;
     for (char c : bytes) {
       // A mismatch can only restart a request at its first letter: "poems" has no other 'p'.
-      if (c == pull_request[matched_])
-        ++matched_;
-      else
-        matched_ = c == pull_request[0] ? 1 : 0;
+      if (c == pull_request[matched_]) ++matched_;
+      else matched_ = c == pull_request[0] ? 1 : 0;
       if (matched_ == pull_request.size()) {
         ++complete;
         matched_ = 0;
@@ -51,9 +49,7 @@ private:
 // short. Ownership: the Transport owns this protocol and outlives it.
 class PullPoetryServerProtocol : public proto::Protocol {
 public:
-  PullPoetryServerProtocol(const std::string& poem, const server_options& options) : poem_(poem), options_(options)
-  {
-  }
+  PullPoetryServerProtocol(const std::string& poem, const server_options& options) : poem_(poem), options_(options) {}
 
   void connection_made(proto::Transport& transport) override
   {
@@ -171,8 +167,8 @@ private:
   bool ready_ = false;                         // it is due
   std::size_t requests_ = 0;                   // requests not yet answered
   request_counter counter_;
-  bool client_done_ = false;  // the client half-closed: no more requests
-  bool cut_short_ = false;    // we are closing before the last byte, and said so
+  bool client_done_ = false;                       // the client half-closed: no more requests
+  bool cut_short_ = false;                         // we are closing before the last byte, and said so
   std::chrono::steady_clock::time_point give_up_;  // ... waiting for delivery until then
 
   static constexpr std::chrono::milliseconds delivery_check{5};

@@ -187,7 +187,8 @@ int main(int argc, char* argv[])
       tasks[i].from = options->addresses[i];
     }
     get_poems(tasks, *options, output);
-    int got = static_cast<int>(std::count_if(tasks.begin(), tasks.end(), [](const task& t) { return t.is == state::done; }));
+    int got =
+      static_cast<int>(std::count_if(tasks.begin(), tasks.end(), [](const task& t) { return t.is == state::done; }));
     int failed = static_cast<int>(tasks.size()) - got;
     return poetry::report_summary(got, failed, clock.seconds());
   });

@@ -50,11 +50,11 @@ struct connection {
   unique_fd socket;
   std::string peer;
   state is = state::waiting;
-  std::size_t sent = 0;              // bytes of the poem written so far
-  std::size_t chunk_end = 0;         // sending: where the chunk being written ends
-  steady_clock::time_point deadline; // waiting: the next chunk is due (sending: this one was due);
-                                     // lingering: stop waiting for the client
-  bool client_closed = false;        // the client half-closed: no more input will come
+  std::size_t sent = 0;               // bytes of the poem written so far
+  std::size_t chunk_end = 0;          // sending: where the chunk being written ends
+  steady_clock::time_point deadline;  // waiting: the next chunk is due (sending: this one was due);
+                                      // lingering: stop waiting for the client
+  bool client_closed = false;         // the client half-closed: no more input will come
 };
 
 // Ends a connection that failed mid-poem: one line says how far it got.
@@ -134,9 +134,13 @@ bool accept_clients(const unique_fd& listener, std::map<int, connection>& connec
   // loop opens nothing else, so each one fits in an fd_set.
   while (connections.size() < room) {
     unique_fd client(::accept4(listener.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));  // never blocks
-    if (!client && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;  // nobody else waits
-    if (!client && retry_accept_at_once(errno)) continue;  // that one left already, or a network error
-    if (!client) return false;  // EMFILE, ENFILE, ENOBUFS, ...: the rest stay queued in the kernel
+    if (!client) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return true;  // nobody else waits
+      // The client left before we accepted it, or a network error: on to the next at once.
+      if (retry_accept_at_once(errno)) continue;
+      // Anything else (out of descriptors or memory): the rest stay queued in the kernel.
+      return false;
+    }
     std::string peer = peer_name(client.get());  // reset-on-close since accept (listen_on)
     report_somebody(peer);
     int fd = client.get();
@@ -148,16 +152,15 @@ bool accept_clients(const unique_fd& listener, std::map<int, connection>& connec
 // Serves every client from one loop: each round, select waits until some socket is ready or
 // the nearest deadline comes, then every connection takes the steps it can without waiting.
 // Returns when SIGINT or SIGTERM arrives.
-void serve(const unique_fd& listener, const unique_fd& signals, const std::string& poem,
-           const server_options& options)
+void serve(const unique_fd& listener, const unique_fd& signals, const std::string& poem, const server_options& options)
 {
   // The listener must not block either: with nobody left in its queue, accept says EAGAIN.
   set_nonblocking(listener.get());
   // Every client socket must fit in select's fd_set: this many at once, the rest wait in the queue.
   const std::size_t room = descriptors_left();
   if (room == 0) throw std::runtime_error("no file descriptors left for clients");
-  std::map<int, connection> connections;     // every client, by socket descriptor
-  steady_clock::time_point accept_after{};   // accept failed: when to try again
+  std::map<int, connection> connections;    // every client, by socket descriptor
+  steady_clock::time_point accept_after{};  // accept failed: when to try again
   for (;;) {
     // Say what each socket waits for; select remembers nothing, so this is every round.
     selector round;

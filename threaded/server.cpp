@@ -103,9 +103,8 @@ private:
     threads.join_finished();
     std::string peer = peer_name(client.get());
     try {
-      threads.start([&poem, &options, client = std::move(client)]() mutable {
-        send_poem(std::move(client), poem, options);
-      });
+      threads.start(
+        [&poem, &options, client = std::move(client)]() mutable { send_poem(std::move(client), poem, options); });
     } catch (const std::exception& e) {
       // No thread (or no memory) for this client: drop it -- its socket closes with a reset,
       // since it is still marked reset-on-close -- and keep serving the others.
