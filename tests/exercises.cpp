@@ -232,6 +232,59 @@ BOOST_AUTO_TEST_CASE(ex_3_2)
                                                                      << visited << " visited");
 }
 
+namespace {
+
+// How many descriptors a process's epoll instances watch: the tfd: lines of /proc/PID/fdinfo/FD
+// for each FD that is anon_inode:[eventpoll] (the largest list, if it has several). -1 if it has no
+// epoll instance (or has gone).
+int epoll_watches(pid_t pid)
+{
+  std::string proc = "/proc/" + std::to_string(pid);
+  int most = -1;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(proc + "/fd", ec)) {
+    if (std::filesystem::read_symlink(entry.path(), ec) != "anon_inode:[eventpoll]") continue;
+    std::ifstream info(proc + "/fdinfo/" + entry.path().filename().string());
+    int watched = 0;
+    for (std::string line; std::getline(info, line);)
+      if (line.rfind("tfd:", 0) == 0) ++watched;
+    most = std::max(most, watched);
+  }
+  return most;
+}
+
+}  // namespace
+
+// 3.3 The select server on epoll: while 1,100 clients are connected (more than an fd_set holds),
+// its epoll instance watches each of them, and every one gets the poem in about the time of one.
+BOOST_AUTO_TEST_CASE(ex_3_3)
+{
+  temp_dir dir;
+  std::string poem = dir.write("poem", large_poem(800));
+  server s("select", poem, {"--delay", "0.1", "--num-bytes", "20", "-q"}, room_for(1100));
+  double ideal = poetry::ideal_seconds(800, 20, 0.1);  // 3.9 s
+  child load({loadgen(), "--port", s.address(), "--clients", "1100", "--expect", poem});
+  // Sampled until the load ends: the most descriptors epoll watched at once (all 1,100 clients
+  // are connected for most of a poem), or -1 if the server never had an epoll instance.
+  int most = -1;
+  for (auto until = std::chrono::steady_clock::now() + 120s; std::chrono::steady_clock::now() < until;) {
+    if (most < 1100) most = std::max(most, epoll_watches(s.process().pid()));
+    if (load.wait(50ms)) break;
+  }
+  int status = load.wait(10s).value_or(-1);
+  BOOST_TEST_MESSAGE("epoll watched at most " << most << " descriptors at once");
+  BOOST_TEST_REQUIRE(most >= 0,
+                     "the select server has no epoll instance (no anon_inode:[eventpoll] in /proc/PID/fd): "
+                     "it still waits with select");
+  BOOST_TEST_REQUIRE(most >= 1000, "with 1,100 clients connected the server's epoll watched at most "
+                                     << most << " descriptors: add each client with epoll_ctl(EPOLL_CTL_ADD)");
+  BOOST_TEST_REQUIRE(status == 0, "not every one of 1,100 clients got the whole poem: " << load.err());
+  double slowest = load_fields(load.out())["max"];
+  BOOST_TEST_REQUIRE(slowest < ideal * 1.5, "1,100 clients at once: the slowest took "
+                                              << slowest << "s, about two poems, so some waited for a free "
+                                              << "descriptor below FD_SETSIZE (one poem takes " << ideal << "s)");
+}
+
 // 4.1 The session as a coroutine, started with co_spawn: a thousand clients at once, every
 // byte, in about the time of one.
 BOOST_AUTO_TEST_CASE(ex_4_1)
