@@ -1,9 +1,10 @@
 // loadgen: the race's load generator (scripts/bench), also used by tests that need many clients.
 //
-// Opens N connections to one poetry server at once, reads each to end of stream, checks every
-// byte against the poem file, and times every client. One thread and one Asio io_context hold
-// all the connections; a client waits for its socket to become readable and then reads into a
-// buffer shared by all clients, so 10,000 connections cost 10,000 sockets and little memory.
+// Opens N connections to one poetry server at once (or spread evenly over a time), reads each to
+// end of stream, checks every byte against the poem file, and times every client. One thread and
+// one Asio io_context hold all the connections; a client waits for its socket to become readable
+// and then reads into a buffer shared by all clients, so 10,000 connections cost 10,000 sockets
+// and little memory.
 //
 //   connecting --connected--> reading --end of stream, every byte right--> ok
 //        |                       |
@@ -49,14 +50,16 @@ struct loadgen_options {
   std::size_t clients = 1;
   std::string expect_file;
   std::chrono::nanoseconds timeout = std::chrono::seconds(30);
-  std::string csv_file;  // empty: no per-client file
+  std::chrono::nanoseconds spread{};  // zero: every connection at once
+  std::string csv_file;               // empty: no per-client file
 };
 
 const char* const usage_text =
   "Usage: loadgen --port N --expect POEM_FILE [options]\n"
-  "Opens --clients connections to a Slow Poetry server at once, reads each to end of stream,\n"
-  "checks every byte against POEM_FILE and times every client. A refused or reset connection\n"
-  "is counted as failed, never retried. Raises its own descriptor limit to fit the clients.\n"
+  "Opens --clients connections to a Slow Poetry server at once (or evenly over --spread), reads\n"
+  "each to end of stream, checks every byte against POEM_FILE and times every client. A refused\n"
+  "or reset connection is counted as failed, never retried. Raises its own descriptor limit to\n"
+  "fit the clients.\n"
   "\n"
   "Prints one line on stdout:\n"
   "  clients=N ok=N failed=N wall=S p50=S p95=S max=S connect_max=S bytes=N mib_s=X\n"
@@ -78,13 +81,15 @@ std::size_t parse_clients(const std::string& text)
 std::optional<loadgen_options> parse_options(int argc, const char* const argv[])
 {
   loadgen_options result;
-  std::string port, clients = "1", timeout = "30";
+  std::string port, clients = "1", timeout = "30", spread = "0";
   po::options_description options("Options");
   options.add_options()("port,p", po::value(&port), "the server's port (required)")(
     "host", po::value(&result.host), "the server's address (default 127.0.0.1)")(
     "clients,c", po::value(&clients), "connections to open at once (default 1)")(
     "expect,e", po::value(&result.expect_file), "the poem file every client must receive (required)")(
     "timeout,t", po::value(&timeout), "fail a client that makes no progress for SECONDS (default 30)")(
+    "spread", po::value(&spread),
+    "start the connections evenly over SECONDS instead of all at once: client i of N at i/N of it (default 0)")(
     "csv", po::value(&result.csv_file),
     "write one line per client to FILE: client,start_s,connected_s,done_s,bytes,ok,error")(
     "help,h", "print this help, then exit");
@@ -100,6 +105,7 @@ std::optional<loadgen_options> parse_options(int argc, const char* const argv[])
   result.timeout = poetry::parse_seconds("--timeout", timeout);
   if (result.timeout == std::chrono::nanoseconds::zero())
     throw usage_error("invalid value '" + timeout + "' for --timeout (expected seconds > 0)");
+  result.spread = poetry::parse_seconds("--spread", spread);
   if (result.host.empty()) throw usage_error("invalid value '' for --host");
   return result;
 }
@@ -168,7 +174,7 @@ private:
 class race {
 public:
   race(asio::io_context& io, const std::string& poem, std::size_t clients, std::chrono::nanoseconds timeout)
-    : io_(io), poem_(poem), timeout_(timeout), sweep_(io), buffer_(256 * 1024), records_(clients)
+    : io_(io), poem_(poem), timeout_(timeout), sweep_(io), spacer_(io), buffer_(256 * 1024), records_(clients)
   {
     clients_.reserve(clients);
     for (std::size_t i = 0; i < clients; ++i) clients_.push_back(std::make_unique<client>(*this, i, io));
@@ -177,9 +183,11 @@ public:
   // Starts every connection at once: the burst the server must absorb. Every few connects it
   // runs the handlers that are ready, so a connection is timed when it completes, not when the
   // whole burst has been sent. The timeout sweep starts once every client has started.
-  void start(const tcp::endpoint& server)
+  // With a spread, client i of N starts at i/N of it instead (see start_spread).
+  void start(const tcp::endpoint& server, std::chrono::nanoseconds spread)
   {
     start_ = clock_type::now();
+    if (spread > std::chrono::nanoseconds::zero()) return start_spread(server, spread, 0);
     auto busy = asio::make_work_guard(io_);  // poll must not stop the loop while clients are to come
     for (std::size_t i = 0; i < clients_.size(); ++i) {
       clients_[i]->start(server);
@@ -200,6 +208,21 @@ public:
   }
 
 private:
+  // --spread: starts client i, then waits on one timer until client i + 1 is due. Each start is
+  // due at a fixed time after the first, so a late one does not delay the rest.
+  void start_spread(const tcp::endpoint& server, std::chrono::nanoseconds spread, std::size_t i)
+  {
+    clients_[i]->start(server);
+    if (++i == clients_.size()) {
+      if (finished_ < clients_.size()) do_sweep();
+      return;
+    }
+    spacer_.expires_at(start_ + spread * static_cast<long>(i) / static_cast<long>(clients_.size()));
+    spacer_.async_wait([this, server, spread, i](const boost::system::error_code& ec) {
+      if (!ec) start_spread(server, spread, i);
+    });
+  }
+
   // Every so often, fail the clients that made no progress for the timeout.
   void do_sweep()
   {
@@ -216,7 +239,8 @@ private:
   const std::string& poem_;
   std::chrono::nanoseconds timeout_;
   asio::steady_timer sweep_;
-  std::vector<char> buffer_;  // every client reads here; one thread, so one read at a time
+  asio::steady_timer spacer_;  // --spread: the next client's start
+  std::vector<char> buffer_;   // every client reads here; one thread, so one read at a time
   std::vector<std::unique_ptr<client>> clients_;
   std::vector<client_record> records_;
   std::size_t finished_ = 0;
@@ -387,7 +411,7 @@ int main(int argc, char* argv[])
     asio::io_context io(1);
     tcp::endpoint server = resolve(io, options->host, options->port);
     race the_race(io, poem, options->clients, options->timeout);
-    the_race.start(server);
+    the_race.start(server, options->spread);
     io.run();
     if (!options->csv_file.empty()) write_csv(options->csv_file, the_race.records());
     return report(the_race.records()) ? 0 : 1;

@@ -68,6 +68,29 @@ BOOST_AUTO_TEST_CASE(five_hundred_clients_at_once)
   BOOST_TEST(summary_value(r.out, "ok") == 500);
 }
 
+// --spread 0.4 with 5 clients: client i starts no sooner than i/5 of 0.4 s after the first, in
+// order (from the per-client file's start_s column); every one still gets the whole poem.
+BOOST_AUTO_TEST_CASE(spread_starts_the_clients_evenly)
+{
+  temp_dir dir;
+  std::string poem = dir.write("poem.txt", ascii_poem());
+  server s(concurrent_model(), poem, {"-q", "--delay", "0.001", "--num-bytes", "100"});
+  auto r = run({loadgen(), "--port", s.address(), "--clients", "5", "--spread", "0.4", "--expect", poem, "--csv",
+                dir.path() + "/clients.csv"});
+  BOOST_TEST_REQUIRE(r.status == 0, r.out << r.err);
+  std::istringstream rows(read_file(dir.path() + "/clients.csv"));
+  std::string row;
+  std::getline(rows, row);  // the header
+  std::vector<double> starts;
+  while (std::getline(rows, row)) starts.push_back(std::stod(row.substr(row.find(',') + 1)));
+  BOOST_TEST_REQUIRE(starts.size() == 5u);
+  for (std::size_t i = 1; i < starts.size(); ++i) {
+    BOOST_TEST(starts[i] >= 0.4 * static_cast<double>(i) / 5 - 0.001,
+               "client " << i + 1 << " started at " << starts[i]);
+    BOOST_TEST(starts[i] > starts[i - 1]);
+  }
+}
+
 // Started with room for 64 descriptors, it raises its own limit to hold 300 connections.
 BOOST_AUTO_TEST_CASE(raises_its_own_descriptor_limit)
 {
@@ -157,6 +180,7 @@ BOOST_AUTO_TEST_CASE(bad_command_lines_exit_2)
          {"--port", "1", "--expect", poem, "--clients", "0"},
          {"--port", "1", "--expect", poem, "--clients", "many"},
          {"--port", "1", "--expect", poem, "--timeout", "-1"},
+         {"--port", "1", "--expect", poem, "--spread", "soon"},
          {"--port", "1", "--expect", poem, "--bogus"},
        }) {
     args.insert(args.begin(), loadgen());
