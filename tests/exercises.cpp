@@ -41,14 +41,8 @@ unique_fd connect_raw(std::uint16_t port)
   return poetry::connect_to(poetry::address{"127.0.0.1", port}, std::chrono::seconds(30));
 }
 
-// The number of threads of a running process (Threads: in /proc/PID/status); 0 once it is gone.
-int thread_count(pid_t pid)
-{
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  for (std::string line; std::getline(status, line);)
-    if (line.rfind("Threads:", 0) == 0) return std::stoi(line.substr(8));
-  return 0;
-}
+// The number of threads of a running process; 0 once it is gone.
+int thread_count(pid_t pid) { return static_cast<int>(status_field(pid, "Threads")); }
 
 // The threads a server runs besides those it makes for clients: the blocking server's, idle (its
 // one thread and common/'s helpers, which every model has).
@@ -309,34 +303,6 @@ BOOST_AUTO_TEST_CASE(ex_4_1)
 
 namespace {
 
-// How many times text occurs in all.
-std::size_t occurrences(const std::string& all, const std::string& text)
-{
-  std::size_t n = 0;
-  for (auto at = all.find(text); at != std::string::npos; at = all.find(text, at + text.size())) ++n;
-  return n;
-}
-
-// The CPU time each thread of a running process has used so far, in seconds (utime and stime
-// in /proc/PID/task/TID/stat), busiest first.
-std::vector<double> thread_cpu_seconds(pid_t pid)
-{
-  std::vector<double> seconds;
-  std::error_code ec;
-  for (const auto& task : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
-    std::string stat = read_file(task.path().string() + "/stat");
-    // The fields after the name in parentheses (which may hold spaces) start at the 3rd;
-    // utime is the 14th, stime the 15th.
-    std::istringstream after_name(stat.substr(std::min(stat.rfind(')') + 1, stat.size())));
-    std::vector<std::string> fields{std::istream_iterator<std::string>(after_name), {}};
-    if (fields.size() < 13) continue;  // the thread ended meanwhile
-    double ticks = std::stod(fields[11]) + std::stod(fields[12]);
-    seconds.push_back(ticks / static_cast<double>(::sysconf(_SC_CLK_TCK)));
-  }
-  std::sort(seconds.rbegin(), seconds.rend());
-  return seconds;
-}
-
 // Exercises 4.2 and 6.2, in the ThreadSanitizer build: 1,000 clients at once (the model's own
 // client, given the server's address 1,000 times) each get the whole poem while 50 more reset
 // theirs after the first chunk; two of the server's threads share the work; ThreadSanitizer
@@ -464,14 +430,8 @@ std::string echo_round_trip(std::uint16_t port, const std::string& data)
   return got;
 }
 
-// A process's resident memory, in KiB (VmRSS in /proc/PID/status).
-long resident_kib(pid_t pid)
-{
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  for (std::string line; std::getline(status, line);)
-    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
-  return 0;
-}
+// A process's resident memory, in KiB.
+long resident_kib(pid_t pid) { return status_field(pid, "VmRSS"); }
 
 // Bytes in the same pseudo-random order every run: what a test sends and expects back.
 std::string random_bytes(std::size_t size)

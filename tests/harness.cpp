@@ -345,12 +345,21 @@ const std::vector<poem_kind> poem_kinds = {
   {"empty", [] { return std::string(); }},
 };
 
-long peak_kib(pid_t pid)
+long status_field(pid_t pid, const std::string& name)
 {
   std::ifstream status("/proc/" + std::to_string(pid) + "/status");
   for (std::string line; std::getline(status, line);)
-    if (line.rfind("VmHWM:", 0) == 0) return std::stol(line.substr(6));
-  return -1;
+    if (line.rfind(name + ":", 0) == 0) return std::stol(line.substr(name.size() + 1));
+  return 0;
+}
+
+long peak_kib(pid_t pid) { return status_field(pid, "VmHWM"); }
+
+std::size_t occurrences(const std::string& all, const std::string& text)
+{
+  std::size_t n = 0;
+  for (auto at = all.find(text); at != std::string::npos; at = all.find(text, at + text.size())) ++n;
+  return n;
 }
 
 std::size_t open_files(pid_t pid)
@@ -395,9 +404,12 @@ std::map<std::string, double> load_fields(const std::string& out)
   return fields;
 }
 
-double cpu_seconds(pid_t pid)
+namespace {
+
+// utime + stime from a /proc stat file (a process's, or one of its threads'), in seconds.
+double stat_cpu_seconds(const std::string& path)
 {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::ifstream in(path);
   std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   auto close = stat.rfind(')');
   if (close == std::string::npos) return 0;
@@ -409,6 +421,20 @@ double cpu_seconds(pid_t pid)
     if (i == 15) stime = std::stoll(field);
   }
   return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+}  // namespace
+
+double cpu_seconds(pid_t pid) { return stat_cpu_seconds("/proc/" + std::to_string(pid) + "/stat"); }
+
+std::vector<double> thread_cpu_seconds(pid_t pid)
+{
+  std::vector<double> seconds;
+  std::error_code ec;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec))
+    seconds.push_back(stat_cpu_seconds(task.path().string() + "/stat"));  // 0 for a thread that ended meanwhile
+  std::sort(seconds.rbegin(), seconds.rend());
+  return seconds;
 }
 
 }  // namespace poetry::test

@@ -154,8 +154,18 @@ extern const std::vector<poem_kind> poem_kinds;
 // CPU time (user + system) a process has used, in seconds, from /proc.
 double cpu_seconds(pid_t pid);
 
+// The CPU time each thread of a running process has used so far, in seconds, busiest first.
+std::vector<double> thread_cpu_seconds(pid_t pid);
+
+// A number from a running process's /proc/PID/status, by its field name ("VmHWM", "Threads"),
+// e.g. a size in KiB; 0 once the process has gone.
+long status_field(pid_t pid, const std::string& name);
+
 // Peak resident memory of a running process (VmHWM in /proc/PID/status), in KiB.
 long peak_kib(pid_t pid);
+
+// How many times text occurs in all, without overlaps.
+std::size_t occurrences(const std::string& all, const std::string& text);
 
 // How many descriptors a process has open (the entries of /proc/PID/fd); 0 once it has gone.
 std::size_t open_files(pid_t pid);

@@ -82,14 +82,6 @@ std::optional<std::size_t> lost_after(const std::string& out)
 // The server's port, from its first line.
 std::string port_of(child& c) { return std::to_string(std::stoi(c.out().substr(c.out().rfind("port ") + 5))); }
 
-// How many times text occurs in all.
-std::size_t count(const std::string& all, const std::string& text)
-{
-  std::size_t n = 0;
-  for (auto at = all.find(text); at != std::string::npos; at = all.find(text, at + 1)) ++n;
-  return n;
-}
-
 }  // namespace
 
 BOOST_AUTO_TEST_SUITE(servers)
@@ -486,8 +478,8 @@ BOOST_AUTO_TEST_CASE(the_client_fails_those_tasks_and_still_sums_up)
   tight.max_memory = few_threads;
   auto r = run(argv, 60s, tight);
   BOOST_TEST(r.status == 1);
-  BOOST_TEST(r.err.find("cannot start a thread") != std::string::npos, r.err);  // the limit was reached
-  BOOST_TEST(count(r.err, ": failed to get poetry from ") == 60u, r.err);       // every task says how it ended
+  BOOST_TEST(r.err.find("cannot start a thread") != std::string::npos, r.err);   // the limit was reached
+  BOOST_TEST(occurrences(r.err, ": failed to get poetry from ") == 60u, r.err);  // every task says how it ended
   BOOST_TEST(r.err.find("Got 0 poems in ") != std::string::npos, r.err);
   BOOST_TEST(r.err.find("(60 failed)") != std::string::npos, r.err);
 }
