@@ -47,10 +47,6 @@ using asio::ip::tcp;
 using boost::system::error_code;
 using steady_clock = std::chrono::steady_clock;
 
-// How long to stop accepting after accept fails for want of descriptors or memory: the
-// listening socket stays readable, so trying again at once would spin.
-constexpr std::chrono::milliseconds accept_pause{100};
-
 // Sends the poem to one client, a chunk every delay, then closes gracefully. Ownership: the
 // session owns its socket and timer; nothing owns the session but the handlers of its own
 // pending operations, each of which holds a shared_ptr to it (self).

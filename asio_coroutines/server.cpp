@@ -37,10 +37,6 @@ using asio::ip::tcp;
 using boost::system::error_code;
 using steady_clock = std::chrono::steady_clock;
 
-// How long to stop accepting after accept fails for want of descriptors or memory: the
-// listening socket stays readable, so trying again at once would spin.
-constexpr std::chrono::milliseconds accept_pause{100};
-
 // One client's socket, shared by its two coroutines. Ownership: each coroutine holds a
 // shared_ptr to it, so the socket lives until the later of the two has ended.
 struct connection {

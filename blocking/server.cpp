@@ -1,13 +1,14 @@
 // Slow Poetry server, model 1: blocking. One thing at a time: accept a client, send it the
 // whole poem (send, sleep, send, ...), and only then accept the next one. A second client
-// waits in the kernel's accept queue until the first has its last byte.
+// waits in the kernel's accept queue until the first has its last byte. One thread does it all,
+// its status lines too: a stdout that nobody reads stalls it, like everything else it waits for.
 #include "common/errors.hpp"
 #include "common/options.hpp"
 #include "common/poem.hpp"
 #include "common/report.hpp"
+#include "common/signals.hpp"
 #include "common/sockets.hpp"
 
-#include <algorithm>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -19,11 +20,12 @@ namespace {
 using namespace poetry;
 
 // Sends the poem to one client, a chunk every delay, then closes gracefully.
-void send_poem(unique_fd client, const std::string& poem, const server_options& options)
+void send_poem(unique_fd client, const endpoint& from, const std::string& poem, const server_options& options)
 {
-  std::string peer = peer_name(client.get());  // reset-on-close since accept (listen_on)
+  std::string peer;
   std::size_t sent = 0;
   try {
+    peer = to_string(from.get());  // as accept saw it; reset-on-close since then (listen_on)
     report_somebody(peer);
     while (sent < poem.size()) {
       // The first chunk goes at once; each later one waits for the delay.
@@ -37,7 +39,7 @@ void send_poem(unique_fd client, const std::string& poem, const server_options& 
   } catch (const std::exception& e) {
     // Out of memory, most likely: this client is cut short (its socket closes with a reset),
     // not the server.
-    return report_lost(peer, sent, poem.size(), e.what());
+    return report_lost(from, sent, poem.size(), e.what());
   }
   close_gracefully(std::move(client));
 }
@@ -46,14 +48,15 @@ void send_poem(unique_fd client, const std::string& poem, const server_options& 
 [[noreturn]] void serve(const unique_fd& listener, const std::string& poem, const server_options& options)
 {
   for (;;) {
-    unique_fd client(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));  // this blocks
+    endpoint from;
+    unique_fd client(::accept4(listener.get(), from.get(), &from.length, SOCK_CLOEXEC));  // this blocks
     if (!client) {
       // The client left before we accepted it, or a network error: on to the next at once.
       // Anything else (out of descriptors or memory): wait a moment for some to be freed.
-      if (!retry_accept_at_once(errno)) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      if (!retry_accept_at_once(errno)) std::this_thread::sleep_for(accept_pause);
       continue;
     }
-    send_poem(std::move(client), poem, options);
+    send_poem(std::move(client), from, poem, options);
   }
 }
 
@@ -66,6 +69,7 @@ int main(int argc, char* argv[])
     if (!options) return 0;
     std::string poem = poetry::load_poem(options->poem_file);
     poetry::unique_fd listener = poetry::listen_on(options->iface, options->port);
+    // SIGINT, SIGTERM: a handler says "Shutting down." and ends the process wherever it was.
     poetry::exit_on_signals();
     poetry::report_serving(options->poem_file, poetry::local_port(listener.get()));
     serve(listener, poem, *options);

@@ -30,8 +30,9 @@ std::string to_string(const address& where);
 struct endpoint {
   int family = AF_UNSPEC;
   sockaddr_storage storage{};
-  socklen_t length = 0;
+  socklen_t length = sizeof storage;  // what accept may fill in
   const sockaddr* get() const { return reinterpret_cast<const sockaddr*>(&storage); }
+  sockaddr* get() { return reinterpret_cast<sockaddr*>(&storage); }
 };
 
 // What resolve throws: the resolver's reason ("Name or service not known") and its code, an

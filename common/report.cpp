@@ -1,20 +1,21 @@
 #include "common/report.hpp"
 
 #include <cerrno>
-#include <condition_variable>
-#include <csignal>
+#include <climits>
 #include <cstdio>
-#include <deque>
 #include <mutex>
-#include <thread>
+#include <string_view>
 
+#include <poll.h>
 #include <unistd.h>
 
 namespace poetry {
 namespace {
 
-// Writes all of text to fd; gives up at the first error (nobody is reading, or stdout is
-// closed or full: nothing better to do).
+// Writes all of text to fd as one blocking write would: an inherited stdout may be in
+// non-blocking mode (a flag this program shares with the shell and must not change), so EAGAIN
+// waits in poll(2) until it can take more. Gives up at the first real error (nobody is reading,
+// or stdout is closed or full: the log is lost, not the program).
 void write_all(int fd, const std::string& text)
 {
   const char* data = text.data();
@@ -22,96 +23,36 @@ void write_all(int fd, const std::string& text)
   while (left > 0) {
     ssize_t n = ::write(fd, data, left);
     if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) {
+      pollfd out{fd, POLLOUT, 0};
+      ::poll(&out, 1, -1);
+      continue;
+    }
     if (n <= 0) return;
     data += n;
     left -= static_cast<std::size_t>(n);
   }
 }
 
-// A server's status lines. A server must never wait for its stdout: a reader that stops
-// reading (a paused `less`, a script that read the port and moved on) fills the pipe, and a
-// blocking write would then stop the whole event loop, or a signal handler. So say() only queues
-// the line, and one small helper thread -- plumbing, not part of any model's concurrency --
-// writes the queue out with ordinary blocking writes. While stdout is stuck the queue stops at
-// queue_limit bytes and later lines are dropped and counted; once stdout moves again, one line
-// says how many were lost. A reader that has gone (EPIPE) or a closed stdout costs the log only.
-class status_log {
+// The default sink: a blocking write per line (blocking, threaded). The lock keeps one thread's
+// line whole while another thread writes its own.
+class blocking_stdout : public status_sink {
 public:
-  // The one log, made on first use and never destroyed: at exit its thread may still be
-  // stuck in a write, and the kernel ends it with the process.
-  static status_log& get()
+  void say(std::string line) override
   {
-    static status_log* log = new status_log;
-    return *log;
-  }
-
-  void say(std::string line)
-  {
+    line += '\n';
     std::lock_guard lock(mutex_);
-    if (!started_) start();
-    if (queued_bytes_ + line.size() + 1 > queue_limit) {
-      ++dropped_;
-      return;
-    }
-    // Wake the writer only if it sleeps: while it writes, lines gather for its next round.
-    bool writer_sleeps = queue_.empty() && !writing_;
-    queued_bytes_ += line.size() + 1;
-    queue_.push_back(std::move(line));
-    if (writer_sleeps) changed_.notify_all();
-  }
-
-  // Waits until every queued line is written, or bound has passed.
-  void flush(std::chrono::milliseconds bound)
-  {
-    std::unique_lock lock(mutex_);
-    changed_.wait_for(lock, bound, [&] { return queue_.empty() && dropped_ == 0 && !writing_; });
+    write_all(STDOUT_FILENO, line);  // this blocks while stdout is full
   }
 
 private:
-  static constexpr std::size_t queue_limit = 64 * 1024;
-
-  // The writer thread takes no signals: they belong to the program (its loop, or exit_on_signals).
-  void start()
-  {
-    sigset_t all, old;
-    sigfillset(&all);
-    ::pthread_sigmask(SIG_BLOCK, &all, &old);
-    std::thread([this] { run(); }).detach();
-    ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
-    started_ = true;
-  }
-
-  // Writes everything queued so far in one go, then waits for more.
-  void run()
-  {
-    std::unique_lock lock(mutex_);
-    for (;;) {
-      changed_.wait(lock, [&] { return !queue_.empty() || dropped_ > 0; });
-      std::string text;
-      for (const std::string& line : queue_) text += line + '\n';
-      if (dropped_ > 0) text += "(" + std::to_string(dropped_) + " status lines dropped: stdout was not being read)\n";
-      queue_.clear();
-      queued_bytes_ = 0;
-      dropped_ = 0;
-      writing_ = true;
-      lock.unlock();
-      write_all(STDOUT_FILENO, text);  // this blocks this helper thread only
-      lock.lock();
-      writing_ = false;
-      changed_.notify_all();
-    }
-  }
-
   std::mutex mutex_;
-  std::condition_variable changed_;
-  std::deque<std::string> queue_;
-  std::size_t queued_bytes_ = 0;
-  std::size_t dropped_ = 0;  // lines dropped since the last write
-  bool writing_ = false;
-  bool started_ = false;
 };
 
-void say(std::string line) { status_log::get().say(std::move(line)); }
+blocking_stdout default_sink;
+status_sink* sink = &default_sink;
+
+void say(std::string line) { sink->say(std::move(line)); }
 
 // A client's status lines: one write(2) per line, so lines from several threads never mix.
 void tell(std::string line)
@@ -131,6 +72,70 @@ std::string format_seconds(double seconds)
 
 }  // namespace
 
+void report_to(status_sink* to) { sink = to ? to : &default_sink; }
+
+void status_outbox::say(std::string line)
+{
+  if (broken_) return;
+  note_dropped();
+  if (dropped_ > 0 || queued_.size() - written_ + line.size() + 1 > limit) {
+    ++dropped_;
+    return;
+  }
+  queued_ += line;
+  queued_ += '\n';
+}
+
+// Once there is room again, one line says how many were dropped, where they would have been.
+void status_outbox::note_dropped()
+{
+  if (dropped_ == 0) return;
+  std::string note = "(" + std::to_string(dropped_) + " status lines dropped)\n";
+  if (queued_.size() - written_ + note.size() > limit) return;
+  queued_ += note;
+  dropped_ = 0;
+}
+
+void status_outbox::write_some(int fd)
+{
+  std::string_view rest = std::string_view(queued_).substr(written_);
+  if (rest.size() > PIPE_BUF) {
+    // Whole lines only, up to PIPE_BUF bytes; a single longer line goes in pieces.
+    std::size_t end = rest.rfind('\n', PIPE_BUF - 1);
+    rest = rest.substr(0, end == std::string_view::npos ? PIPE_BUF : end + 1);
+  }
+  ssize_t n = ::write(fd, rest.data(), rest.size());  // select or the reactor said it will not block
+  if (n < 0 && (errno == EINTR || errno == EAGAIN)) return;
+  if (n < 0) {
+    // The reader has gone, or stdout is closed: the log is lost, not the server.
+    broken_ = true;
+    queued_.clear();
+    written_ = 0;
+    return;
+  }
+  written_ += static_cast<std::size_t>(n);
+  if (written_ == queued_.size()) {
+    queued_.clear();
+    written_ = 0;
+  } else if (written_ >= limit) {
+    queued_.erase(0, written_);
+    written_ = 0;
+  }
+  note_dropped();
+}
+
+void status_outbox::drain(int fd, std::chrono::milliseconds bound)
+{
+  auto deadline = std::chrono::steady_clock::now() + bound;
+  note_dropped();
+  while (!empty()) {
+    auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    pollfd out{fd, POLLOUT, 0};
+    if (left.count() <= 0 || ::poll(&out, 1, static_cast<int>(left.count())) == 0) return;  // time is up
+    write_some(fd);
+  }
+}
+
 void report_serving(const std::string& poem_file, unsigned port)
 {
   say("Serving " + poem_file + " on port " + std::to_string(port) + ".");
@@ -148,19 +153,35 @@ void report_sent(std::size_t bytes, const std::string& peer)
   say("Sent " + std::to_string(bytes) + " bytes to " + peer);
 }
 
-void report_lost(const std::string& peer, std::size_t sent, std::size_t total, const std::string& reason)
+void report_lost(std::string_view peer, std::size_t sent, std::size_t total, std::string_view reason) noexcept
 {
-  say("Lost " + peer + " after " + std::to_string(sent) + " of " + std::to_string(total) + " bytes: " + reason);
+  try {
+    say("Lost " + std::string(peer) + " after " + std::to_string(sent) + " of " + std::to_string(total) +
+        " bytes: " + std::string(reason));
+  } catch (...) {
+    // Out of memory for the line itself: the client is lost all the same.
+  }
 }
 
-void report_lost(const std::string& peer, const std::string& reason) { say("Lost " + peer + ": " + reason); }
-
-void report_shutting_down()
+void report_lost(const endpoint& peer, std::size_t sent, std::size_t total, std::string_view reason) noexcept
 {
-  say("Shutting down.");
-  // The last line: give a slow reader a moment to take it, never more (see status_log).
-  status_log::get().flush(std::chrono::milliseconds(500));
+  try {
+    report_lost(to_string(peer.get()), sent, total, reason);
+  } catch (...) {
+    // As above.
+  }
 }
+
+void report_lost(std::string_view peer, std::string_view reason) noexcept
+{
+  try {
+    say("Lost " + std::string(peer) + ": " + std::string(reason));
+  } catch (...) {
+    // As above.
+  }
+}
+
+void report_shutting_down() { say("Shutting down."); }
 
 void report_task_start(int task, const address& from)
 {

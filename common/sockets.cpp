@@ -1,13 +1,10 @@
 #include "common/sockets.hpp"
 
 #include "common/errors.hpp"
-#include "common/report.hpp"
 
 #include <algorithm>
 #include <cerrno>
-#include <csignal>
 #include <stdexcept>
-#include <thread>
 
 #include <fcntl.h>
 #include <linux/sockios.h>
@@ -157,23 +154,6 @@ std::size_t unacknowledged_bytes(int fd)
   int bytes = 0;
   if (::ioctl(fd, SIOCOUTQ, &bytes) != 0 || bytes < 0) return 0;
   return static_cast<std::size_t>(bytes);
-}
-
-void exit_on_signals()
-{
-  // Blocked here, the signals stay blocked in every thread started later; only the waiting
-  // thread takes them. (A signal handler could not print safely: report.cpp's queue takes a lock.)
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  ::pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  std::thread([signals] {
-    int signal = 0;
-    ::sigwait(&signals, &signal);
-    report_shutting_down();  // waits half a second at most for stdout
-    ::_exit(0);
-  }).detach();
 }
 
 }  // namespace poetry

@@ -49,6 +49,10 @@ bool unusable_address(int error);
 // most likely) calls for a pause before trying again, or the server would spin.
 bool retry_accept_at_once(int error);
 
+// How long every server stops accepting after accept fails for want of descriptors or memory:
+// the listener stays ready, so trying again at once would spin.
+constexpr std::chrono::milliseconds accept_pause{100};
+
 // A blocking listening socket on iface:port, with SO_REUSEADDR (restartable at once),
 // dual-stack for "::", and marked reset-on-close, which every accepted socket inherits. Throws std::runtime_error("cannot listen on IFACE:PORT: reason").
 unique_fd listen_on(const std::string& iface, std::uint16_t port);
@@ -86,10 +90,5 @@ void set_nonblocking(int fd);
 // Bytes sent on a socket that the peer has not acknowledged yet, and those not sent yet
 // (SIOCOUTQ); 0 if the system cannot tell.
 std::size_t unacknowledged_bytes(int fd);
-
-// SIGINT and SIGTERM print "Shutting down." and end the process with status 0 at once (a
-// thread waits for them; stdout gets half a second at most); the kernel closes every socket,
-// resetting the unfinished ones. (The blocking and threaded servers use this.)
-void exit_on_signals();
 
 }  // namespace poetry

@@ -1,6 +1,7 @@
 // Slow Poetry server, model 3: select. One thread serves every client: the sockets are
 // non-blocking, select(2) says which of them can go on, and the delay between chunks is a
-// deadline per connection, the nearest of which is select's timeout. Nothing sleeps.
+// deadline per connection, the nearest of which is select's timeout. Nothing sleeps. Its status
+// lines wait in an outbox until select says stdout can take them, like any other write.
 //
 // A connection's states:
 //
@@ -22,13 +23,13 @@
 #include "common/options.hpp"
 #include "common/poem.hpp"
 #include "common/report.hpp"
+#include "common/signals.hpp"
 #include "common/sockets.hpp"
 #include "select/selector.hpp"
 
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
-#include <csignal>
 #include <map>
 #include <optional>
 #include <stdexcept>
@@ -37,6 +38,7 @@
 
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 namespace {
 
@@ -58,7 +60,7 @@ struct connection {
 };
 
 // Ends a connection that failed mid-poem: one line says how far it got.
-void lose(connection& c, std::size_t total, const std::string& reason)
+void lose(connection& c, std::size_t total, std::string_view reason)
 {
   report_lost(c.peer, c.sent, total, reason);
   c.is = state::closed;  // the loop erases it, which closes the socket
@@ -128,12 +130,14 @@ unsigned events_for(const connection& c)
 
 // Accepts the clients waiting in the kernel's queue, while there is room for their sockets.
 // Returns false when accept fails for want of descriptors (or memory): wait before trying again.
-bool accept_clients(const unique_fd& listener, std::map<int, connection>& connections, std::size_t room)
+bool accept_clients(const unique_fd& listener, std::map<int, connection>& connections, std::size_t room,
+                    const std::string& poem)
 {
   // room keeps every client's descriptor below FD_SETSIZE (see descriptors_left), and the
   // loop opens nothing else, so each one fits in an fd_set.
   while (connections.size() < room) {
-    unique_fd client(::accept4(listener.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));  // never blocks
+    endpoint from;
+    unique_fd client(::accept4(listener.get(), from.get(), &from.length, SOCK_NONBLOCK | SOCK_CLOEXEC));  // never blocks
     if (!client) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) return true;  // nobody else waits
       // The client left before we accepted it, or a network error: on to the next at once.
@@ -141,10 +145,15 @@ bool accept_clients(const unique_fd& listener, std::map<int, connection>& connec
       // Anything else (out of descriptors or memory): the rest stay queued in the kernel.
       return false;
     }
-    std::string peer = peer_name(client.get());  // reset-on-close since accept (listen_on)
-    report_somebody(peer);
-    int fd = client.get();
-    connections.emplace(fd, connection{.socket = std::move(client), .peer = peer, .deadline = steady_clock::now()});
+    try {
+      std::string peer = to_string(from.get());  // as accept saw it; reset-on-close since then (listen_on)
+      report_somebody(peer);
+      int fd = client.get();
+      connections.emplace(fd, connection{.socket = std::move(client), .peer = peer, .deadline = steady_clock::now()});
+    } catch (const std::exception& e) {
+      // Out of memory: this client's socket closes with a reset; the others go on.
+      report_lost(from, 0, poem.size(), e.what());
+    }
   }
   return true;
 }
@@ -152,7 +161,8 @@ bool accept_clients(const unique_fd& listener, std::map<int, connection>& connec
 // Serves every client from one loop: each round, select waits until some socket is ready or
 // the nearest deadline comes, then every connection takes the steps it can without waiting.
 // Returns when SIGINT or SIGTERM arrives.
-void serve(const unique_fd& listener, const unique_fd& signals, const std::string& poem, const server_options& options)
+void serve(const unique_fd& listener, const unique_fd& signals, status_outbox& out, const std::string& poem,
+           const server_options& options)
 {
   // The listener must not block either: with nobody left in its queue, accept says EAGAIN.
   set_nonblocking(listener.get());
@@ -165,6 +175,8 @@ void serve(const unique_fd& listener, const unique_fd& signals, const std::strin
     // Say what each socket waits for; select remembers nothing, so this is every round.
     selector round;
     round.watch(signals.get(), selector::read);
+    // Status lines wait, like the poem's chunks, until their descriptor can take them.
+    if (!out.empty()) round.watch(STDOUT_FILENO, selector::write);
     std::optional<steady_clock::time_point> nearest;
     if (connections.size() < room) {
       if (steady_clock::now() >= accept_after) round.watch(listener.get(), selector::read);
@@ -179,17 +191,23 @@ void serve(const unique_fd& listener, const unique_fd& signals, const std::strin
     round.wait(nearest);
     // SIGINT or SIGTERM: stop. Destroying the table closes every socket.
     if (round.ready(signals.get())) return;
+    if (round.ready(STDOUT_FILENO) & selector::write) out.write_some(STDOUT_FILENO);
     // New clients: their first chunk is due at once, in this very round.
-    if (round.ready(listener.get()) && !accept_clients(listener, connections, room))
-      accept_after = steady_clock::now() + std::chrono::seconds(1);
+    if (round.ready(listener.get()) && !accept_clients(listener, connections, room, poem))
+      accept_after = steady_clock::now() + accept_pause;
     auto now = steady_clock::now();
     // Every connection takes the steps it can: input, room to write, or a deadline that came.
     for (auto& [fd, c] : connections) {
       unsigned ready = round.ready(fd);
-      if (ready & selector::read) discard_input(c, poem);
-      if (c.is == state::sending && (ready & selector::write)) send_poem(c, poem, options);
-      if (c.is == state::waiting && c.deadline <= now) send_poem(c, poem, options);
-      if (c.is == state::lingering && c.deadline <= now) c.is = state::closed;  // it did not close: we do
+      try {
+        if (ready & selector::read) discard_input(c, poem);
+        if (c.is == state::sending && (ready & selector::write)) send_poem(c, poem, options);
+        if (c.is == state::waiting && c.deadline <= now) send_poem(c, poem, options);
+        if (c.is == state::lingering && c.deadline <= now) c.is = state::closed;  // it did not close: we do
+      } catch (const std::exception& e) {
+        // Out of memory (for a status line): this client is cut short, not the server.
+        lose(c, poem.size(), e.what());
+      }
     }
     // Forget the closed connections (closing their sockets); each leaves room for a queued client.
     if (std::erase_if(connections, [](const auto& entry) { return entry.second.is == state::closed; }) > 0)
@@ -203,8 +221,7 @@ unique_fd watch_signals()
 {
   sigset_t signals;
   sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
+  for (int s : stop_signals()) sigaddset(&signals, s);
   ::sigprocmask(SIG_BLOCK, &signals, nullptr);
   unique_fd fd(::signalfd(-1, &signals, SFD_NONBLOCK | SFD_CLOEXEC));
   if (!fd) throw std::runtime_error("signalfd: " + system_reason(errno));
@@ -221,9 +238,14 @@ int main(int argc, char* argv[])
     std::string poem = poetry::load_poem(options->poem_file);
     poetry::unique_fd listener = poetry::listen_on(options->iface, options->port);
     poetry::unique_fd signals = watch_signals();
+    poetry::status_outbox out;  // every status line waits here for the loop
+    poetry::report_to(&out);
     poetry::report_serving(options->poem_file, poetry::local_port(listener.get()));
-    serve(listener, signals, poem, *options);
+    serve(listener, signals, out, poem, *options);
+    // The loop has ended, and every client with it: the last line, with a second at most for
+    // stdout to take what is left.
     poetry::report_shutting_down();
+    out.drain(STDOUT_FILENO, std::chrono::seconds(1));
     return 0;
   });
 }
