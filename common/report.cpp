@@ -126,14 +126,38 @@ void status_outbox::write_some(int fd)
 
 void status_outbox::drain(int fd, std::chrono::milliseconds bound)
 {
-  auto deadline = std::chrono::steady_clock::now() + bound;
+  auto start = std::chrono::steady_clock::now();
   note_dropped();
+  bool trimmed = false;
   while (!empty()) {
-    auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    auto now = std::chrono::steady_clock::now();
+    if (!trimmed && now - start >= bound / 2) {
+      drop_all_but_the_last_line();
+      trimmed = true;
+    }
+    auto until = trimmed ? start + bound : start + bound / 2;
+    auto left = std::chrono::ceil<std::chrono::milliseconds>(until - now);
     pollfd out{fd, POLLOUT, 0};
-    if (left.count() <= 0 || ::poll(&out, 1, static_cast<int>(left.count())) == 0) return;  // time is up
-    write_some(fd);
+    if (left.count() > 0 && ::poll(&out, 1, static_cast<int>(left.count())) > 0) write_some(fd);
+    else if (trimmed) return;  // time is up
   }
+}
+
+void status_outbox::drop_all_but_the_last_line()
+{
+  // Keep what is begun (a line partly written must end), and the last line.
+  std::size_t begun = written_;
+  if (begun > 0 && queued_[begun - 1] != '\n') begun = queued_.find('\n', begun) + 1;
+  std::size_t last = queued_.rfind('\n', queued_.size() - 2);
+  last = last == std::string::npos ? 0 : last + 1;
+  if (last <= begun) return;
+  std::size_t lines = 0;
+  for (std::size_t i = begun; i < last; ++i) lines += queued_[i] == '\n';
+  std::string last_line = queued_.substr(last);
+  queued_.erase(begun);
+  dropped_ += lines;
+  note_dropped();
+  queued_ += last_line;
 }
 
 void report_serving(const std::string& poem_file, unsigned port)

@@ -42,17 +42,19 @@ public:
   bool empty() const { return written_ == queued_.size(); }
   // One write(2) of the oldest whole lines to fd. Call it when the loop says fd is writable.
   void write_some(int fd);
-  // When the loop has ended: gives fd at most bound to take what is left (poll(2), then
-  // write_some), so that "Shutting down." is the last line whenever stdout drains in time.
+  // When the loop has ended, after its last line ("Shutting down."): gives fd at most bound to
+  // take what is left (poll(2), then write_some). Half-way through, lines still waiting before
+  // the last one are dropped and counted, so that a slow reader still gets the last line.
   void drain(int fd, std::chrono::milliseconds bound);
 
 private:
   void note_dropped();
+  void drop_all_but_the_last_line();
 
-  std::string queued_;        // whole lines, newline-terminated
-  std::size_t written_ = 0;   // bytes of queued_ already written
-  std::size_t dropped_ = 0;   // lines dropped since the last note
-  bool broken_ = false;       // stdout failed for good
+  std::string queued_;       // whole lines, newline-terminated
+  std::size_t written_ = 0;  // bytes of queued_ already written
+  std::size_t dropped_ = 0;  // lines dropped since the last note
+  bool broken_ = false;      // stdout failed for good
 };
 
 // Server lines (stdout).

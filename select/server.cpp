@@ -137,7 +137,8 @@ bool accept_clients(const unique_fd& listener, std::map<int, connection>& connec
   // loop opens nothing else, so each one fits in an fd_set.
   while (connections.size() < room) {
     endpoint from;
-    unique_fd client(::accept4(listener.get(), from.get(), &from.length, SOCK_NONBLOCK | SOCK_CLOEXEC));  // never blocks
+    unique_fd client(
+      ::accept4(listener.get(), from.get(), &from.length, SOCK_NONBLOCK | SOCK_CLOEXEC));  // never blocks
     if (!client) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) return true;  // nobody else waits
       // The client left before we accepted it, or a network error: on to the next at once.

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
+#include <utility>
 
 #include <fcntl.h>
 #include <poll.h>
@@ -65,12 +66,13 @@ child::child(std::vector<std::string> argv, spawn_options options)
     ::dup2(out[1], STDOUT_FILENO);
     ::dup2(err[1], STDERR_FILENO);
     if (options.stdout_closed) ::close(STDOUT_FILENO);
+    if (options.stdout_nonblocking) ::fcntl(STDOUT_FILENO, F_SETFL, O_NONBLOCK);
     if (options.max_files) ::setrlimit(RLIMIT_NOFILE, &files);
     if (options.max_memory) ::setrlimit(RLIMIT_AS, &memory);
     if (options.default_sigpipe) ::signal(SIGPIPE, SIG_DFL);
     // A test started from a script in the background inherits SIGINT ignored; the programs
     // under test start as they would from a terminal.
-    ::signal(SIGINT, SIG_DFL);
+    ::signal(SIGINT, options.sigint_ignored ? SIG_IGN : SIG_DFL);
     ::signal(SIGTERM, SIG_DFL);
     sigset_t none;
     sigemptyset(&none);
@@ -92,13 +94,16 @@ child::child(std::vector<std::string> argv, spawn_options options)
 void child::collect(int fd, std::string& into, stdout_reader reader)
 {
   char buffer[65536];
+  bool slowly = reader == stdout_reader::reads_slowly, first = true;
   for (;;) {
-    ssize_t n = ::read(fd, buffer, sizeof buffer);
+    // A slow reader takes 1 KiB every 20 ms (a pace to simulate, not an event to wait for).
+    if (slowly && !std::exchange(first, false)) std::this_thread::sleep_for(20ms);
+    ssize_t n = ::read(fd, buffer, slowly ? 1024 : sizeof buffer);
     if (n < 0 && errno == EINTR) continue;
     // The first line is in: stop reading here if asked to. The pipe closes before anyone hears
     // of the line, so whatever the child writes after it finds the reader gone.
-    bool stop =
-      n > 0 && reader != stdout_reader::keeps_reading && std::memchr(buffer, '\n', static_cast<std::size_t>(n));
+    bool stop = n > 0 && reader != stdout_reader::keeps_reading && !slowly &&
+                std::memchr(buffer, '\n', static_cast<std::size_t>(n));
     if (stop && reader == stdout_reader::closes_after_first_line) {
       ::close(fd);
       fd = -1;

@@ -46,17 +46,20 @@ std::string program(const std::string& model, const std::string& name);  // "ser
 std::string source_dir();
 
 // What the test does with the child's stdout once its first line has come: go on reading it
-// (the default), close the pipe (the reader has gone, as with `| head -1`), or stop reading
-// but keep it open (a paused `| less`: the pipe fills up).
-enum class stdout_reader { keeps_reading, closes_after_first_line, stalls_after_first_line };
+// (the default), close the pipe (the reader has gone, as with `| head -1`), stop reading
+// but keep it open (a paused `| less`: the pipe fills up), or read it slowly, about 50 kB/s
+// (a slow terminal, `| pv -L 50k`).
+enum class stdout_reader { keeps_reading, closes_after_first_line, stalls_after_first_line, reads_slowly };
 
 struct spawn_options {
   std::optional<unsigned long> max_files;   // RLIMIT_NOFILE for the child
   std::optional<unsigned long> max_memory;  // RLIMIT_AS for the child, in bytes
   stdout_reader reader = stdout_reader::keeps_reading;
-  bool stdout_closed = false;   // the child starts with descriptor 1 closed
-  bool default_sigpipe = true;  // the child starts with SIGPIPE at SIG_DFL
-  bool stdin_pipe = false;      // give the child a pipe as stdin (else /dev/null)
+  bool stdout_closed = false;       // the child starts with descriptor 1 closed
+  bool default_sigpipe = true;      // the child starts with SIGPIPE at SIG_DFL
+  bool stdin_pipe = false;          // give the child a pipe as stdin (else /dev/null)
+  bool stdout_nonblocking = false;  // the child's stdout pipe is in non-blocking mode (O_NONBLOCK)
+  bool sigint_ignored = false;      // the child starts with SIGINT ignored (a background job, nohup)
 };
 
 // A running program whose stdout and stderr are collected in the background.
