@@ -5,6 +5,7 @@
 #include "common/report.hpp"
 #include "common/sockets.hpp"
 
+#include <array>
 #include <cstring>
 #include <exception>
 #include <stdexcept>
@@ -190,22 +191,31 @@ void Transport::queue(std::string_view bytes, bool copy)
   if (!writing_) do_write();
 }
 
-// Writes the front of the queue. async_write finishes only when all of it is in the kernel,
-// and the next write starts from its handler, so there is never more than one write in flight.
+// Hands the kernel what the queue holds, up to 16 writes in one writev: many small writes
+// cost one system call, and a large one goes as far as the kernel takes it. The next write
+// starts from the handler, so there is never more than one in flight.
 void Transport::do_write()
 {
+  std::array<asio::const_buffer, 16> buffers;
+  for (std::size_t i = 0; i < buffers.size() && i < queue_.size(); ++i) buffers[i] = asio::buffer(queue_[i].bytes);
   writing_ = true;
-  asio::async_write(socket_, asio::buffer(queue_.front().bytes),
-                    [self = shared_from_this()](const error_code& ec, std::size_t n) { self->on_write(ec, n); });
+  socket_.async_write_some(buffers,
+                           [self = shared_from_this()](const error_code& ec, std::size_t n) { self->on_write(ec, n); });
 }
 
 void Transport::on_write(const error_code& ec, std::size_t n)
 {
-  // Handed to the kernel, even if the write then failed or was cut short.
+  // Handed to the kernel, even if the connection has ended since. (This handler runs before
+  // connection_lost: finish() posts that after closing the socket, which completes the write.)
   buffered_ -= n;
   if (ended_) return;  // the connection already ended
   if (ec) return finish(ec);
-  queue_.erase(queue_.begin());
+  // Drop what the kernel took: whole writes from the front, then the start of a partial one.
+  while (n > 0 && n >= queue_.front().bytes.size()) {
+    n -= queue_.front().bytes.size();
+    queue_.pop_front();
+  }
+  if (n > 0) queue_.front().bytes.remove_prefix(n);
   if (!queue_.empty()) return do_write();
   writing_ = false;
   all_written();

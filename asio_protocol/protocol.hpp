@@ -44,6 +44,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -186,8 +187,8 @@ private:
   bool paused_ = false;       // pause_reading()
   // A read that completed while paused.
   std::optional<std::pair<error_code, std::size_t>> held_;
-  std::vector<pending> queue_;  // front: being written; the rest: waiting
-  std::size_t buffered_ = 0;    // bytes in queue_ not yet handed to the kernel
+  std::deque<pending> queue_;  // what the kernel has not taken yet, oldest first
+  std::size_t buffered_ = 0;   // bytes in queue_
   // To cancel them all at the end.
   std::vector<std::weak_ptr<TimerHandle::state>> timers_;
   std::unique_ptr<char[]> read_buffer_;
