@@ -2,10 +2,10 @@
 
 #include "common/asio_listener.hpp"
 #include "common/asio_resolve.hpp"
-#include "common/report.hpp"
 #include "common/sockets.hpp"
 
 #include <array>
+#include <cstdio>
 #include <cstring>
 #include <exception>
 #include <stdexcept>
@@ -41,6 +41,21 @@ connections& connections_of(const tcp::socket::executor_type& executor)
   return asio::use_service<connections>(asio::query(executor, asio::execution::context));
 }
 
+// The layer's own diagnostics, called from a catch block: on stderr, as asyncio's logger, never
+// on stdout, which is the program's. One write, so lines never mix.
+void complain(const std::string& peer, const char* what_failed)
+{
+  std::string why = "unknown exception";
+  try {
+    throw;
+  } catch (const std::exception& e) {
+    why = e.what();
+  } catch (...) {
+  }
+  std::string line = "proto: " + peer + ": " + what_failed + ": " + why + "\n";
+  std::fwrite(line.data(), 1, line.size(), stderr);
+}
+
 }  // namespace
 
 // --- TimerHandle ---------------------------------------------------------------------------
@@ -74,37 +89,37 @@ Transport::Transport(tcp::socket socket, std::size_t read_buffer_size)
   sockname_ = socket_.local_endpoint(ignored);
 }
 
-void Transport::start(tcp::socket socket, std::size_t read_buffer_size, const ProtocolFactory& factory)
+bool Transport::start(tcp::socket socket, std::size_t read_buffer_size, const ProtocolFactory& factory)
 {
-  std::shared_ptr<Transport> self(new Transport(std::move(socket), read_buffer_size));
+  std::shared_ptr<Transport> self;
   try {
+    self.reset(new Transport(std::move(socket), read_buffer_size));
     self->protocol_ = factory();
-  } catch (const std::exception& e) {
-    return poetry::report_lost(self->peer_, e.what());  // no Protocol, no connection
+  } catch (...) {
+    // No Protocol, no connection. (A server's socket is reset-on-close from accept on,
+    // common/asio_listener.hpp, so its peer sees a reset.)
+    complain(self ? self->peer_ : "a new connection", "the factory failed");
+    return false;
   }
-  // A server's socket is reset-on-close from accept on (common/asio_listener.hpp), so a peer
-  // whose Protocol could not be made sees a reset. From here on the Protocol decides: a connection
-  // closes gracefully, as in asyncio, unless its Protocol marks it (the poetry servers' do).
+  // From here on the Protocol decides: a connection closes gracefully, as in asyncio, unless
+  // its Protocol marks it (the poetry servers' do).
   poetry::set_reset_on_close(self->socket_.native_handle(), false);
   connections_of(self->socket_.get_executor()).live.insert(self);
   self->guard([&] { self->protocol_->connection_made(*self); });
   if (!self->ended_) self->do_read();
+  return true;
 }
 
-// Runs one callback of the Protocol. An exception ends this connection only.
+// Runs one callback of the Protocol. An exception, whatever it is, ends this connection only.
 template <class Callback>
 void Transport::guard(Callback&& callback)
 {
-  std::string what;
   try {
-    return callback();
-  } catch (const std::exception& e) {
-    what = e.what();
+    callback();
   } catch (...) {
-    what = "unknown exception";
+    complain(peer_, "a callback failed, the connection is aborted");
+    finish(asio::error::connection_aborted);
   }
-  poetry::report_lost(peer_, what);
-  finish(asio::error::connection_aborted);
 }
 
 // Reads whatever arrives, for as long as the connection lasts, and hands it to the Protocol.
@@ -276,10 +291,8 @@ void Transport::finish(const error_code& reason)
   asio::post(socket_.get_executor(), [self = shared_from_this(), reason] {
     try {
       self->protocol_->connection_lost(reason);
-    } catch (const std::exception& e) {
-      poetry::report_lost(self->peer_, e.what());
     } catch (...) {
-      poetry::report_lost(self->peer_, "unknown exception");
+      complain(self->peer_, "connection_lost failed");
     }
     connections_of(self->socket_.get_executor()).live.erase(self);
   });
@@ -427,7 +440,9 @@ private:
     if (ec) return do_connect(ec);
     done_ = true;
     timer_.cancel();
-    Transport::start(std::move(socket_), client_read_buffer, factory_);
+    // As asyncio's create_connection raises: a factory that throws is a failure to connect.
+    if (!Transport::start(std::move(socket_), client_read_buffer, factory_))
+      on_failure_(asio::error::connection_aborted);
   }
 
   void on_timeout()

@@ -20,9 +20,10 @@
 //   Protocol makes: connection_lost in particular runs later, on the loop, after close(),
 //   abort() or an error, so a Protocol may call close() anywhere and go on using its members.
 //   Nothing is called after connection_lost. A callback must not block.
-// - Exceptions. One escaping a callback ends that connection only: the layer prints
-//   "Lost PEER: what", aborts the connection, and calls connection_lost (connection_aborted).
-//   A factory that throws: the same line, and the connection is closed before it is made.
+// - Exceptions, of any type. One escaping a callback ends that connection only: the layer says
+//   so on stderr ("proto: PEER: a callback failed...: what"; stdout is the program's), aborts
+//   the connection, and calls connection_lost (connection_aborted). A factory that throws: the
+//   same on stderr; a server closes that connection, connect calls on_failure.
 //
 // The two directions of one connection end separately:
 //
@@ -154,8 +155,8 @@ private:
   friend class Connector;
   Transport(tcp::socket socket, std::size_t read_buffer_size);
   // Makes a Transport for socket with a Protocol from factory, and starts it: connection_made,
-  // then reading.
-  static void start(tcp::socket socket, std::size_t read_buffer_size, const ProtocolFactory& factory);
+  // then reading. False if the factory threw.
+  static bool start(tcp::socket socket, std::size_t read_buffer_size, const ProtocolFactory& factory);
 
   void do_read();
   void on_read(const error_code& ec, std::size_t n);
@@ -228,7 +229,8 @@ std::shared_ptr<Server> listen(asio::io_context& io, const std::string& host, st
 // timeout): resolves host, tries each address in turn, and on success starts a Transport with a
 // Protocol from factory. An address that cannot be reached, or makes no progress for timeout
 // (when given), gives way to the next. If none is left, on_failure gets the last reason
-// (asio::error::timed_out for the timeout) and factory is never called.
+// (asio::error::timed_out for the timeout) and factory is never called. If factory throws,
+// on_failure gets asio::error::connection_aborted (asyncio's create_connection raises).
 void connect(asio::io_context& io, const std::string& host, std::uint16_t port, ProtocolFactory factory,
              std::function<void(const error_code&)> on_failure,
              std::optional<std::chrono::nanoseconds> timeout = std::nullopt);

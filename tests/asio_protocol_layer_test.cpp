@@ -586,3 +586,97 @@ BOOST_AUTO_TEST_CASE(the_write_buffer_size_is_what_the_kernel_has_not_taken)
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(exceptions)
+
+// The layer writes nothing on the program's stdout: a client whose stdout is its reply gets
+// exactly its reply, while the exception that ended another connection is told on stderr.
+BOOST_AUTO_TEST_CASE(the_layer_says_nothing_on_stdout)
+{
+  loop l;
+  events server, thrower, echoed;
+  capture out(STDOUT_FILENO), err(STDERR_FILENO);
+  l.listen(scripts(server, [](scripted& p) {
+    p.on_data = [](Transport& t, std::string_view d) {
+      if (d.starts_with("throw")) throw std::runtime_error("the protocol failed");
+      t.write(d);
+    };
+  }));
+  l.connect(scripts(thrower, [&](scripted& p) {
+    p.on_made = [](Transport& t) { t.write("throw"); };
+    p.on_lost = [&](const error_code&) {
+      // The client whose stdout is its reply.
+      l.connect(scripts(echoed, [&](scripted& q) {
+        q.on_made = [](Transport& t) {
+          t.write("the reply");
+          t.write_eof();
+        };
+        q.on_data = [](Transport&, std::string_view d) { BOOST_TEST(::write(STDOUT_FILENO, d.data(), d.size()) > 0); };
+        q.on_lost = [&](const error_code&) { l.server->close(); };
+      }));
+    };
+  }));
+  l.run();
+  std::string said = err.release(), printed = out.release();
+  BOOST_TEST(printed == "the reply");
+  BOOST_TEST(said.find("the protocol failed") != std::string::npos, said);
+  BOOST_TEST(echoed.received == "the reply");
+}
+
+// A client whose factory throws hears of it through on_failure, as asyncio's
+// create_connection raises; no connection_made, no connection_lost.
+BOOST_AUTO_TEST_CASE(a_client_whose_factory_throws_gets_on_failure)
+{
+  loop l;
+  events server;
+  capture err(STDERR_FILENO);
+  // The server's side of it ends when the client's socket closes.
+  l.listen(scripts(server, [&](scripted& p) { p.on_lost = [&](const error_code&) { l.server->close(); }; }));
+  int failures = 0;
+  error_code failure;
+  proto::connect(
+    l.io, "127.0.0.1", l.server->port(), []() -> std::unique_ptr<proto::Protocol> { throw std::runtime_error("no"); },
+    [&](const error_code& ec) {
+      ++failures;
+      failure = ec;
+    });
+  l.run();
+  BOOST_TEST(failures == 1);
+  BOOST_TEST((failure == asio::error::connection_aborted), failure.message());
+  BOOST_TEST(server.lost == server.made);
+}
+
+// A server's factory that throws anything, even what is no std::exception, costs that
+// connection only: the next client is served.
+BOOST_AUTO_TEST_CASE(a_factory_that_throws_42_does_not_stop_the_server)
+{
+  loop l;
+  events refused, echoed;
+  capture err(STDERR_FILENO);
+  int made = 0;
+  l.listen([&]() -> std::unique_ptr<proto::Protocol> {
+    if (++made == 1) throw 42;
+    auto p = std::make_unique<scripted>(echoed);
+    p->on_data = [](Transport& t, std::string_view d) { t.write(d); };
+    return p;
+  });
+  events client;
+  l.connect(scripts(refused, [&](scripted& p) {
+    p.on_lost = [&](const error_code&) {
+      l.connect(scripts(client, [&](scripted& q) {
+        q.on_made = [](Transport& t) {
+          t.write("echo");
+          t.write_eof();
+        };
+        q.on_lost = [&](const error_code&) { l.server->close(); };
+      }));
+    };
+  }));
+  l.run();
+  BOOST_TEST(refused.lost == 1);
+  BOOST_TEST(client.received == "echo");
+  BOOST_TEST(echoed.lost == 1);
+  BOOST_TEST(err.release().find("unknown exception") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
