@@ -229,15 +229,16 @@ void Transport::queue(std::string_view bytes, bool copy)
   if (queue_.size() == 1) do_write();  // else a write is in flight, and its handler goes on
 }
 
-// Hands the kernel what the queue holds, up to 16 writes in one writev: many small writes
-// cost one system call, and a large one goes as far as the kernel takes it. The next write
-// starts from the handler, so there is never more than one in flight.
+// Hands the kernel what the queue holds: one write as it is (send), or up to 16 in one sendmsg,
+// so that many small writes cost one system call; a large one goes as far as the kernel takes
+// it. The next write starts from the handler, so there is never more than one in flight.
 void Transport::do_write()
 {
-  std::array<asio::const_buffer, 16> buffers;
+  auto handler = [self = shared_from_this()](const error_code& ec, std::size_t n) { self->on_write(ec, n); };
+  if (queue_.size() == 1) return socket_.async_write_some(asio::buffer(queue_.front().bytes), std::move(handler));
+  std::array<asio::const_buffer, 16> buffers;  // by value into the operation; the rest stay empty
   for (std::size_t i = 0; i < buffers.size() && i < queue_.size(); ++i) buffers[i] = asio::buffer(queue_[i].bytes);
-  socket_.async_write_some(buffers,
-                           [self = shared_from_this()](const error_code& ec, std::size_t n) { self->on_write(ec, n); });
+  socket_.async_write_some(buffers, std::move(handler));
 }
 
 void Transport::on_write(const error_code& ec, std::size_t n)
