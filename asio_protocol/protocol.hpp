@@ -20,30 +20,38 @@
 //   Protocol makes: connection_lost in particular runs later, on the loop, after close(),
 //   abort() or an error, so a Protocol may call close() anywhere and go on using its members.
 //   Nothing is called after connection_lost. A callback must not block.
-// - Exceptions. One escaping a callback ends that connection only: the layer prints
-//   "Lost PEER: what", aborts the connection, and calls connection_lost (connection_aborted).
-//   A factory that throws: the same line, and the connection is closed before it is made.
+// - Exceptions, of any type. One escaping a callback ends that connection only: the layer says
+//   so on stderr ("proto: PEER: a callback failed...: what"; stdout is the program's), aborts
+//   the connection, and calls connection_lost (connection_aborted). So does one escaping
+//   connection_made (asyncio logs that one and leaves the connection open). A factory that
+//   throws: the same on stderr; a server closes that connection, connect calls on_failure.
 //
-// The two directions of one connection end separately:
+// A connection's states. Reading and writing end separately (the columns); the connection ends
+// (connection_lost follows, on the loop) at close() once the queue is written, at abort() or an
+// error, or when both directions have ended, as in Twisted (asyncio waits for close()):
+//
+//   state        entered by                  writing                   reading
+//   open         connection_made             write() queues            a read is pending, except
+//   eof_asked    write_eof()                 queue drains, then ...    while paused
+//   write_ended  ... shutdown(send)          nothing more              (pause_reading) and after
+//   closing      close()                     queue drains, then end    the peer's end of stream;
+//   ended        the end                     nothing                   after close(), read and
+//                                                                      dropped; none once ended
 //
 //   reading:  data_received* --peer's end of stream--> eof_received() --false--> close()
 //                                                                     --true---> half-open
-//   writing:  write* --write_eof(), then all written--> shutdown(send) (nothing more to write)
-//   the end:  close() (all written, then close), abort() (now), an error, or both directions
-//             ended (eof_received said true and write_eof is done) --> connection_lost
 //
-// All along, from connection_made to the end, a read is pending unless the Protocol paused
-// reading: whatever the peer sends reaches data_received, or is read and dropped after close()
-// while the queue is written. Input still unread when the socket closes turns the close into a
-// reset: a Protocol that wants a clean end half-closes first and waits for the peer's end (as
-// the poetry server's linger does).
+// Input still unread when the socket closes turns the close into a reset: a Protocol that wants
+// a clean end half-closes first and waits for the peer's end (as the poetry server's linger does).
 #pragma once
 
 #include "common/asio.hpp"
+#include "common/asio_listener.hpp"
 
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -86,7 +94,7 @@ public:
 // Makes one Protocol for each connection.
 using ProtocolFactory = std::function<std::unique_ptr<Protocol>()>;
 
-// A callback that call_later scheduled. Cancelling it (or closing the connection) guarantees
+// A callback that call_later scheduled. Cancelling it (or the end of the connection) guarantees
 // it will not run, even if its time has already come.
 class TimerHandle {
 public:
@@ -100,15 +108,19 @@ private:
   std::weak_ptr<state> state_;
 };
 
-// One connection. Only listen and connect make Transports (see the contract above for who
-// owns them); a Protocol gets a reference to its own in connection_made.
+// How much a connection reads at a time, unless listen or connect is told otherwise: asyncio's
+// 64 KiB. A server of many connections that each send little may pass less.
+constexpr std::size_t default_read_size = 64 * 1024;
+
+// One connection. listen and connect make Transports, through start (see the contract above
+// for who owns them); a Protocol gets a reference to its own in connection_made.
 class Transport : public std::enable_shared_from_this<Transport> {
 public:
   Transport(const Transport&) = delete;
   Transport& operator=(const Transport&) = delete;
 
-  // Queues a copy of bytes, to be written after what is already queued; one async_write runs
-  // at a time. Ignored once close or abort has been called; after write_eof, an error
+  // Queues a copy of bytes, to be written after what is already queued; one write runs at a
+  // time. Ignored once close or abort has been called; after write_eof, an error
   // (std::logic_error).
   void write(std::string_view bytes);
   // The same without the copy, for bytes that outlive the Transport (a server's one poem for
@@ -122,8 +134,9 @@ public:
   void close();
   // Close now, dropping whatever is queued.
   void abort();
-  // True once close or abort has been called, or the connection has ended.
-  bool is_closing() const { return closing_ || ended_; }
+  // True once close or abort has been called, or the connection has ended (not after write_eof
+  // alone, even when the peer's end has come too: the end then follows, on the loop).
+  bool is_closing() const { return state_ == state::closing || state_ == state::ended; }
 
   // Bytes given to write() and not yet handed to the kernel; once the connection has ended,
   // those that never were.
@@ -144,24 +157,24 @@ public:
   int native_handle() { return socket_.native_handle(); }
 
   // Runs callback after delay (call_later) or at a time (call_at), on the loop, unless it is
-  // cancelled or the connection closes first. Like asyncio's loop.call_later and loop.call_at.
+  // cancelled or the connection ends first (close() alone cancels nothing: a timer still runs
+  // while the queue is written). Like asyncio's loop.call_later and loop.call_at.
   TimerHandle call_later(std::chrono::nanoseconds delay, std::function<void()> callback);
   TimerHandle call_at(std::chrono::steady_clock::time_point when, std::function<void()> callback);
 
-private:
-  friend class Server;
-  friend class Connector;
-  Transport(tcp::socket socket, std::size_t read_buffer_size);
   // Makes a Transport for socket with a Protocol from factory, and starts it: connection_made,
-  // then reading.
-  static void start(tcp::socket socket, std::size_t read_buffer_size, const ProtocolFactory& factory);
+  // then reading. False if the factory threw. For listen and connect.
+  static bool start(tcp::socket socket, std::size_t read_size, const ProtocolFactory& factory);
 
+private:
+  enum class state { open, eof_asked, write_ended, closing, ended };  // see the table above
+
+  Transport(tcp::socket socket, std::size_t read_size);
   void do_read();
   void on_read(const error_code& ec, std::size_t n);
   void queue(std::string_view bytes, bool copy);
   void do_write();
   void on_write(const error_code& ec, std::size_t n);
-  void all_written();
   void do_shutdown();
   void finish(const error_code& reason);
   template <class Callback>
@@ -177,59 +190,33 @@ private:
   std::unique_ptr<Protocol> protocol_;
   std::string peer_;
   tcp::endpoint peername_, sockname_;
-  bool closing_ = false;      // close() or abort() was called
-  bool ended_ = false;        // the socket is closed; connection_lost is on its way
-  bool eof_asked_ = false;    // write_eof() was called
-  bool write_ended_ = false;  // ... and our side is shut down
-  bool read_ended_ = false;   // the peer's end of stream was read (and eof_received said true)
-  bool writing_ = false;      // an async_write is in flight
-  bool paused_ = false;       // pause_reading()
-  // A read that completed while paused.
-  std::optional<std::pair<error_code, std::size_t>> held_;
-  std::vector<pending> queue_;  // front: being written; the rest: waiting
-  std::size_t buffered_ = 0;    // bytes in queue_ not yet handed to the kernel
-  // To cancel them all at the end.
-  std::vector<std::weak_ptr<TimerHandle::state>> timers_;
+  state state_ = state::open;
+  bool read_ended_ = false;  // the peer's end of stream was read (and eof_received said true)
+  bool paused_ = false;      // pause_reading()
+  std::optional<std::pair<error_code, std::size_t>> held_;  // a read that completed while paused
+  std::deque<pending> queue_;  // what the kernel has not taken yet, oldest first; a write is in flight if not empty
+  std::size_t buffered_ = 0;   // bytes in queue_
+  std::vector<std::weak_ptr<TimerHandle::state>> timers_;  // to cancel them all at the end
   std::unique_ptr<char[]> read_buffer_;
-  std::size_t read_buffer_size_;
+  std::size_t read_size_;
 };
 
-// Read buffer sizes: a server has many connections, each reading little; a client has a few,
-// each reading a whole poem.
-constexpr std::size_t server_read_buffer = 512;
-constexpr std::size_t client_read_buffer = 65536;
-
-// Listens on host:port, like asyncio's create_server. Every accepted connection gets a
-// Transport and a Protocol from factory. If accept fails for want of descriptors or memory,
-// accepting pauses for a moment instead of spinning; the errors accept(2) says to retry (the
-// client left first, a network hiccup) are retried at once. Throws std::runtime_error if
-// nothing on host:port can be bound.
-class Server : public std::enable_shared_from_this<Server> {
-public:
-  std::uint16_t port() const;  // the port bound (port 0 picks a free one)
-  void close();                // stops accepting; the connections go on
-
-private:
-  friend std::shared_ptr<Server> listen(asio::io_context&, const std::string&, std::uint16_t, ProtocolFactory);
-  Server(tcp::acceptor acceptor, ProtocolFactory factory);
-  void do_accept();
-  void on_accept(const error_code& ec, tcp::socket socket);
-
-  tcp::acceptor acceptor_;
-  asio::steady_timer pause_;  // the pause after running out of descriptors
-  ProtocolFactory factory_;
-};
-
+// Listens on host:port, like asyncio's create_server: every accepted connection gets a
+// Transport and a Protocol from factory, and reads up to read_size bytes at a time. Accept errors
+// are handled as common/'s accept_loop says (a pause when out of descriptors). close() stops
+// accepting. Throws std::runtime_error if nothing on host:port can be bound.
+using Server = poetry::accept_loop;
 std::shared_ptr<Server> listen(asio::io_context& io, const std::string& host, std::uint16_t port,
-                               ProtocolFactory factory);
+                               ProtocolFactory factory, std::size_t read_size = default_read_size);
 
 // Connects to host:port, like asyncio's create_connection (and Twisted's connectTCP with its
-// timeout): resolves host, tries each address in turn, and on success starts a Transport with a
-// Protocol from factory. An address that cannot be reached, or makes no progress for timeout
-// (when given), gives way to the next. If none is left, on_failure gets the last reason
-// (asio::error::timed_out for the timeout) and factory is never called.
+// timeout): resolves host, tries each address in turn (common/'s connect_each: one that makes no
+// progress for timeout, when given, gives way to the next), and on success starts a Transport
+// with a Protocol from factory. If no address is left, on_failure gets the last reason
+// (asio::error::timed_out for the timeout) and factory is never called. If factory throws,
+// on_failure gets asio::error::connection_aborted (asyncio's create_connection raises).
 void connect(asio::io_context& io, const std::string& host, std::uint16_t port, ProtocolFactory factory,
              std::function<void(const error_code&)> on_failure,
-             std::optional<std::chrono::nanoseconds> timeout = std::nullopt);
+             std::optional<std::chrono::nanoseconds> timeout = std::nullopt, std::size_t read_size = default_read_size);
 
 }  // namespace proto

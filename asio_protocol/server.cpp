@@ -147,11 +147,15 @@ int main(int argc, char* argv[])
     if (!options) return 0;
     std::string poem = poetry::load_poem(options->poem_file);
     asio::io_context io(1);  // one thread runs every handler
-    // The factory: one protocol per connection, all sharing the one poem.
-    auto listener = proto::listen(io, options->iface, options->port, [&]() -> std::unique_ptr<Protocol> {
-      if (options->pull) return std::make_unique<PullPoetryServerProtocol>(poem, *options);
-      return std::make_unique<PoetryServerProtocol>(poem, *options);
-    });
+    // The factory: one protocol per connection, all sharing the one poem. A client sends little
+    // (nothing, or "poems"): each connection reads 512 bytes at a time, not the layer's 64 KiB.
+    auto listener = proto::listen(
+      io, options->iface, options->port,
+      [&]() -> std::unique_ptr<Protocol> {
+        if (options->pull) return std::make_unique<PullPoetryServerProtocol>(poem, *options);
+        return std::make_unique<PoetryServerProtocol>(poem, *options);
+      },
+      512);
     asio::signal_set signals(io, SIGINT, SIGTERM);  // from here on, a signal is an event for the loop
     poetry::report_serving(options->poem_file, listener->port());
     serve(io, *listener, signals);

@@ -37,4 +37,48 @@ tcp::acceptor open_listener(asio::io_context& io, const std::string& iface, std:
   throw std::runtime_error("cannot listen on " + to_string(address{iface, port}) + ": " + ec.message());
 }
 
+std::shared_ptr<accept_loop> accept_loop::start(tcp::acceptor acceptor, handler on_accept)
+{
+  std::shared_ptr<accept_loop> loop(new accept_loop(std::move(acceptor), std::move(on_accept)));
+  loop->do_accept();
+  return loop;
+}
+
+accept_loop::accept_loop(tcp::acceptor acceptor, handler on_accept)
+  : acceptor_(std::move(acceptor)), pause_(acceptor_.get_executor()), on_accept_(std::move(on_accept))
+{
+}
+
+std::uint16_t accept_loop::port() const { return acceptor_.local_endpoint().port(); }
+
+void accept_loop::close()
+{
+  error_code ignored;
+  acceptor_.close(ignored);
+  pause_.cancel();
+}
+
+void accept_loop::do_accept()
+{
+  acceptor_.async_accept(
+    [self = shared_from_this()](const error_code& ec, tcp::socket socket) { self->on_accept(ec, std::move(socket)); });
+}
+
+void accept_loop::on_accept(const error_code& ec, tcp::socket socket)
+{
+  if (!acceptor_.is_open()) return;  // closed
+  // The client left before we accepted it, or a network error: on to the next at once.
+  if (ec && retry_accept_at_once(ec.value())) return do_accept();
+  if (ec) {
+    // Anything else (out of descriptors or memory): wait a moment for some to be freed.
+    pause_.expires_after(accept_pause);
+    pause_.async_wait([self = shared_from_this()](const error_code& pause_ec) {
+      if (!pause_ec && self->acceptor_.is_open()) self->do_accept();
+    });
+    return;
+  }
+  on_accept_(std::move(socket));
+  do_accept();
+}
+
 }  // namespace poetry

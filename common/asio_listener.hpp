@@ -4,7 +4,10 @@
 
 #include "common/asio.hpp"
 
+#include <chrono>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <string>
 
 namespace poetry {
@@ -14,5 +17,31 @@ namespace poetry {
 // accepted socket, as listen_on. Throws
 // std::runtime_error("cannot listen on IFACE:PORT: reason").
 boost::asio::ip::tcp::acceptor open_listener(boost::asio::io_context& io, const std::string& iface, std::uint16_t port);
+
+// How long to stop accepting after accept fails for want of descriptors or memory: the
+// listening socket stays readable, so trying again at once would spin.
+constexpr std::chrono::milliseconds accept_pause{100};
+
+// The accept loop of an Asio server: hands every accepted socket to on_accept, for as long as
+// the listening socket is open. The errors accept(2) says to retry (the client left first, a
+// network hiccup) are retried at once; any other (out of descriptors or memory) pauses accepting
+// for accept_pause. Nothing owns it but its pending handlers, and whoever keeps the pointer.
+// (The Protocol layer's Server; asio_callbacks and asio_coroutines write the same loop out.)
+class accept_loop : public std::enable_shared_from_this<accept_loop> {
+public:
+  using handler = std::function<void(boost::asio::ip::tcp::socket)>;
+  static std::shared_ptr<accept_loop> start(boost::asio::ip::tcp::acceptor acceptor, handler on_accept);
+  std::uint16_t port() const;  // the port bound (port 0 picks a free one)
+  void close();                // stops accepting; what was accepted goes on
+
+private:
+  accept_loop(boost::asio::ip::tcp::acceptor acceptor, handler on_accept);
+  void do_accept();
+  void on_accept(const boost::system::error_code& ec, boost::asio::ip::tcp::socket socket);
+
+  boost::asio::ip::tcp::acceptor acceptor_;
+  boost::asio::steady_timer pause_;  // the pause after running out of descriptors
+  handler on_accept_;
+};
 
 }  // namespace poetry
