@@ -3,6 +3,7 @@
 #pragma once
 
 #include "common/asio.hpp"
+#include "common/sockets.hpp"  // accept_pause
 
 #include <chrono>
 #include <cstdint>
@@ -17,10 +18,6 @@ namespace poetry {
 // accepted socket, as listen_on. Throws
 // std::runtime_error("cannot listen on IFACE:PORT: reason").
 boost::asio::ip::tcp::acceptor open_listener(boost::asio::io_context& io, const std::string& iface, std::uint16_t port);
-
-// How long to stop accepting after accept fails for want of descriptors or memory: the
-// listening socket stays readable, so trying again at once would spin.
-constexpr std::chrono::milliseconds accept_pause{100};
 
 // The accept loop of an Asio server: hands every accepted socket to on_accept, for as long as
 // the listening socket is open. The errors accept(2) says to retry (the client left first, a
