@@ -237,15 +237,16 @@ BOOST_AUTO_TEST_SUITE_END()
 BOOST_AUTO_TEST_SUITE(bench_script)
 
 // The whole race in quick mode on this build: every model runs, every run is byte-exact,
-// and the CSV and the plot are written.
+// and the CSV and the plots are written; the burst row runs twice (--repeat 2), the limit row
+// and the cost per chunk against the floor are printed.
 BOOST_AUTO_TEST_CASE(quick_race_writes_csv_and_plot)
 {
   temp_dir dir;
   std::string list;
   for (const auto& model : models()) list += (list.empty() ? "" : ",") + model;
-  auto r =
-    run({source_dir() + "/scripts/bench", "--quick", "--build-dir", build_dir(), "--models", list, "--out", dir.path()},
-        300s);
+  auto r = run({source_dir() + "/scripts/bench", "--quick", "--repeat", "2", "--build-dir", build_dir(), "--models",
+                list, "--out", dir.path()},
+               300s);
   BOOST_TEST(r.status == 0, r.out << r.err);
   std::string csv = read_file(dir.path() + "/bench.csv");
   for (const auto& model : models()) {
@@ -265,6 +266,19 @@ BOOST_AUTO_TEST_CASE(quick_race_writes_csv_and_plot)
     BOOST_TEST(!fields[13].empty(), row);
   }
   BOOST_TEST(r.out.find("CPU seconds per GiB sent") != std::string::npos, r.out);
+  // The models that run the burst at C = 100 in quick mode: twice each, the limit row once.
+  for (const char* model : {"threaded", "asio_callbacks", "asio_protocol", "asio_coroutines"}) {
+    if (std::find(models().begin(), models().end(), model) == models().end()) continue;
+    BOOST_TEST(occurrences(csv, std::string("\nburst-run,") + model + ",100,") == 2u, model);
+    BOOST_TEST(csv.find(std::string("\nburst,") + model + ",100,") != std::string::npos, model);
+    BOOST_TEST(csv.find(std::string("\nrace,") + model + ",200,0.03,") != std::string::npos, model);
+  }
+  BOOST_TEST(csv.find("\nfloor,floor,") != std::string::npos);
+  for (const char* section : {"To the machine's limit: 200 clients", "The burst: C = 100", "What one chunk costs"})
+    BOOST_TEST(r.out.find(section) != std::string::npos, section);
+  std::string memory = read_file(dir.path() + "/memory.svg");
+  BOOST_TEST(memory.rfind("<svg", 0) == 0);
+  BOOST_TEST(memory.find("B in the process") != std::string::npos);
   std::string svg = read_file(dir.path() + "/bench.svg");
   BOOST_TEST(svg.rfind("<svg", 0) == 0);
   BOOST_TEST(svg.find("</svg>") != std::string::npos);
@@ -273,6 +287,20 @@ BOOST_AUTO_TEST_CASE(quick_race_writes_csv_and_plot)
   std::istringstream table(r.out);
   for (std::string line; std::getline(table, line);)
     if (line.find(dir.path()) == std::string::npos) BOOST_TEST(line.size() <= 80u, line);
+}
+
+// Asked for more clients than the hard descriptor limit allows, the race stops at once, before
+// it builds or starts anything, with one line naming the limit and the command that raises it.
+BOOST_AUTO_TEST_CASE(a_descriptor_limit_too_low_stops_the_race_at_once)
+{
+  temp_dir dir;
+  auto r = run(
+    {source_dir() + "/scripts/bench", "--clients", "9000000", "--build-dir", build_dir(), "--out", dir.path()}, 30s);
+  BOOST_TEST(r.status == 1);
+  BOOST_TEST(r.out.empty(), r.out);
+  BOOST_TEST(std::count(r.err.begin(), r.err.end(), '\n') == 1, r.err);
+  BOOST_TEST(r.err.find("hard limit (ulimit -Hn) is") != std::string::npos, r.err);
+  BOOST_TEST(r.err.find("ulimit -Hn 9000256") != std::string::npos, r.err);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
