@@ -3,8 +3,9 @@
 // client at once, is flat). Reads the CSV that scripts/bench writes: the rows whose section is
 // "race", by the columns model, clients, delay_s and e.
 //
-// With --memory-svg it also draws the memory each connection costs, one bar per model: the
-// server's peak resident memory at its largest C less its peak with one client at the same delay,
+// With --memory-svg it also draws the memory each connection costs, one bar per model that ran
+// 100 clients or more: the server's peak resident memory at its largest C less its peak with one
+// client at the same delay,
 // divided by C (columns peak_rss_kib), and beside it the kernel's TCP socket buffer pages at that
 // run's peak (/proc/net/sockstat, column tcp_mem_pages_peak, both ends of each connection) over C.
 #include "common/errors.hpp"
@@ -146,7 +147,7 @@ std::vector<memory_bar> read_memory(const std::string& path)
     const row& r = entry.second;
     auto it = std::find_if(result.begin(), result.end(), [&](const memory_bar& b) { return b.model == model; });
     if (it == result.end()) it = result.insert(result.end(), memory_bar{model});
-    if (r.clients <= it->clients || r.clients < 2) continue;
+    if (r.clients <= it->clients || r.clients < 100) continue;  // a few clients: noise, not a cost
     auto one = std::find_if(rows.begin(), rows.end(), [&](const auto& o) {
       return o.first == model && o.second.clients == 1 && o.second.delay == r.delay;
     });
