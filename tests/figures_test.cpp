@@ -56,6 +56,7 @@ const quotation quotations[] = {
   {"threaded/README.md",
    "{threaded 1000 0.1 RSS %.0f} MiB resident in the race, {threaded 10000 0.5 RSS %.0f} MiB at ten thousand"},
   {"README.md", "({threaded 10000 0.5 RSS %.0f} MiB peak there) and E rose to {threaded 10000 0.5 E}"},
+  {"docs/07-scale.md", "bytes per connection ({scale: threaded 19000 1 RSS %.0f} MiB at the peak)"},
 };
 
 // Runs of blanks and line breaks become one space, so a quotation may span lines.
