@@ -13,6 +13,11 @@
 // A refused or reset connection is a failure, never retried: the race must see the kernel's
 // limits (listen backlog, descriptors), not hide them. Exit status 0 only when every client
 // got the whole poem, byte for byte; 1 otherwise; 2 for a usage error.
+//
+// Past about 28,000 clients one source address runs out of ephemeral ports towards one server
+// port (net.ipv4.ip_local_port_range): with --source-addresses N, client i binds its socket to
+// 127.0.0.(1 + i % N) before it connects, with IP_BIND_ADDRESS_NO_PORT so that the port is
+// still chosen at connect, per destination. The default picks N from the port range.
 #include "common/asio.hpp"
 #include "common/errors.hpp"
 #include "common/options.hpp"
@@ -34,7 +39,12 @@
 #include <string>
 #include <vector>
 
+#include <netinet/in.h>
 #include <sys/resource.h>
+
+#ifndef IP_BIND_ADDRESS_NO_PORT  // Linux 4.2; older C libraries lack the name
+#define IP_BIND_ADDRESS_NO_PORT 24
+#endif
 
 namespace {
 
@@ -52,6 +62,7 @@ struct loadgen_options {
   std::chrono::nanoseconds timeout = std::chrono::seconds(30);
   std::chrono::nanoseconds spread{};  // zero: every connection at once
   std::string csv_file;               // empty: no per-client file
+  std::size_t source_addresses = 0;   // 127.0.0.1 … 127.0.0.N; zero: as many as the clients need
 };
 
 const char* const usage_text =
@@ -62,18 +73,24 @@ const char* const usage_text =
   "fit the clients.\n"
   "\n"
   "Prints one line on stdout:\n"
-  "  clients=N ok=N failed=N wall=S p50=S p95=S max=S connect_max=S bytes=N mib_s=X\n"
+  "  clients=N ok=N failed=N wall=S p50=S p95=S max=S connect_max=S bytes=N mib_s=X sources=N\n"
   "wall: first connect to last end of stream; p50/p95/max: each byte-exact client's time from\n"
-  "its connect to its end of stream; connect_max: the slowest connect; mib_s: bytes / wall.\n"
+  "its connect to its end of stream; connect_max: the slowest connect; mib_s: bytes / wall;\n"
+  "sources: the source addresses the clients connected from.\n"
   "Failures are summed up by reason on stderr. Exit status: 0 when every client got the whole\n"
-  "poem byte for byte, 1 otherwise, 2 for a usage error.\n";
+  "poem byte for byte, 1 otherwise, 2 for a usage error.\n"
+  "\n"
+  "One source address has one ephemeral port range (net.ipv4.ip_local_port_range, about 28,000\n"
+  "ports) towards one server port. With --source-addresses N (a 127.x server only), client i\n"
+  "connects from 127.0.0.(1 + i % N), bound before connect with IP_BIND_ADDRESS_NO_PORT. By\n"
+  "default N is the fewest addresses whose ports fit the clients (1 up to about 27,000).\n";
 
-std::size_t parse_clients(const std::string& text)
+std::size_t parse_count(const std::string& option, const std::string& text, unsigned long most)
 {
   unsigned long value = 0;
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (text.empty() || ec != std::errc{} || end != text.data() + text.size() || value == 0 || value > 1'000'000)
-    throw usage_error("invalid value '" + text + "' for --clients (expected 1 to 1000000)");
+  if (text.empty() || ec != std::errc{} || end != text.data() + text.size() || value == 0 || value > most)
+    throw usage_error("invalid value '" + text + "' for " + option + " (expected 1 to " + std::to_string(most) + ")");
   return value;
 }
 
@@ -81,7 +98,7 @@ std::size_t parse_clients(const std::string& text)
 std::optional<loadgen_options> parse_options(int argc, const char* const argv[])
 {
   loadgen_options result;
-  std::string port, clients = "1", timeout = "30", spread = "0";
+  std::string port, clients = "1", timeout = "30", spread = "0", sources;
   po::options_description options("Options");
   options.add_options()("port,p", po::value(&port), "the server's port (required)")(
     "host", po::value(&result.host), "the server's address (default 127.0.0.1)")(
@@ -90,6 +107,8 @@ std::optional<loadgen_options> parse_options(int argc, const char* const argv[])
     "timeout,t", po::value(&timeout), "fail a client that makes no progress for SECONDS (default 30)")(
     "spread", po::value(&spread),
     "start the connections evenly over SECONDS instead of all at once: client i of N at i/N of it (default 0)")(
+    "source-addresses", po::value(&sources),
+    "connect from 127.0.0.1 to 127.0.0.N in turn, N from 1 to 254 (default: as many as the clients need)")(
     "csv", po::value(&result.csv_file),
     "write one line per client to FILE: client,start_s,connected_s,done_s,bytes,ok,error")(
     "help,h", "print this help, then exit");
@@ -101,7 +120,8 @@ std::optional<loadgen_options> parse_options(int argc, const char* const argv[])
   if (port.empty()) throw usage_error("no --port given");
   if (result.expect_file.empty()) throw usage_error("no --expect poem file given");
   result.port = poetry::parse_port(port, false);
-  result.clients = parse_clients(clients);
+  result.clients = parse_count("--clients", clients, 1'000'000);
+  if (!sources.empty()) result.source_addresses = parse_count("--source-addresses", sources, 254);
   result.timeout = poetry::parse_seconds("--timeout", timeout);
   if (result.timeout == std::chrono::nanoseconds::zero())
     throw usage_error("invalid value '" + timeout + "' for --timeout (expected seconds > 0)");
@@ -111,23 +131,41 @@ std::optional<loadgen_options> parse_options(int argc, const char* const argv[])
 }
 
 // Every client needs a descriptor: raise the soft limit (and the hard one, where allowed).
+// When that fails: one line naming the limit and the command that raises it.
 void raise_descriptor_limit(std::size_t clients)
 {
   rlim_t needed = static_cast<rlim_t>(clients) + 64;  // the clients, stdio, epoll, the poem
   rlimit limit{};
   ::getrlimit(RLIMIT_NOFILE, &limit);
   if (limit.rlim_cur >= needed) return;
-  if (limit.rlim_max < needed) {
-    rlimit raised{needed, needed};
-    if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) return;
-  } else {
-    rlimit raised{needed, limit.rlim_max};
-    if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) return;
-  }
-  throw std::runtime_error("cannot raise the descriptor limit to " + std::to_string(needed) + " for " +
-                           std::to_string(clients) + " clients (soft " + std::to_string(limit.rlim_cur) + ", hard " +
-                           std::to_string(limit.rlim_max) + "): " + poetry::system_reason(errno) + "; try 'ulimit -n " +
-                           std::to_string(needed) + "' as root");
+  bool hard = limit.rlim_max < needed;
+  rlimit raised{needed, hard ? needed : limit.rlim_max};
+  if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) return;
+  std::string n = std::to_string(needed);
+  throw std::runtime_error(std::to_string(clients) + " clients need " + n + " descriptors, but the " +
+                           (hard ? "hard descriptor limit (ulimit -Hn) is " + std::to_string(limit.rlim_max)
+                                 : "descriptor limit (ulimit -n) is " + std::to_string(limit.rlim_cur)) +
+                           " and cannot be raised here (" + poetry::system_reason(errno) +
+                           "); raise it with 'ulimit -" + (hard ? "H" : "") + "n " + n + "'" +
+                           (hard ? " as root (fs.nr_open caps it)" : "") + " in the shell that starts loadgen");
+}
+
+// How many ephemeral ports one source address has towards one server port.
+std::size_t ephemeral_ports()
+{
+  std::ifstream range("/proc/sys/net/ipv4/ip_local_port_range");
+  std::size_t low = 0, high = 0;
+  if (range >> low >> high && high >= low) return high - low + 1;
+  return 28'232;  // Linux's default range, 32768 to 60999
+}
+
+// The source addresses the clients need: none to bind (the kernel's choice, one address) while
+// one address has ports enough, with a margin for ports other sockets hold; else enough of them.
+std::size_t needed_source_addresses(std::size_t clients)
+{
+  std::size_t per_address = ephemeral_ports() * 95 / 100;
+  if (clients <= per_address) return 0;
+  return std::min<std::size_t>((clients + per_address - 1) / per_address, 254);
 }
 
 std::string number_text(const char* format, double value)
@@ -153,7 +191,7 @@ class race;
 class client {
 public:
   client(race& owner, std::size_t index, asio::io_context& io) : race_(owner), index_(index), socket_(io) {}
-  void start(const tcp::endpoint& server);
+  void start(const tcp::endpoint& server, std::optional<asio::ip::address_v4> source);
   void check_progress(clock_type::time_point now, std::chrono::nanoseconds timeout);
 
 private:
@@ -184,13 +222,15 @@ public:
   // runs the handlers that are ready, so a connection is timed when it completes, not when the
   // whole burst has been sent. The timeout sweep starts once every client has started.
   // With a spread, client i of N starts at i/N of it instead (see start_spread).
-  void start(const tcp::endpoint& server, std::chrono::nanoseconds spread)
+  // With source addresses, client i connects from 127.0.0.(1 + i % sources).
+  void start(const tcp::endpoint& server, std::chrono::nanoseconds spread, std::size_t sources)
   {
     start_ = clock_type::now();
+    sources_ = sources;
     if (spread > std::chrono::nanoseconds::zero()) return start_spread(server, spread, 0);
     auto busy = asio::make_work_guard(io_);  // poll must not stop the loop while clients are to come
     for (std::size_t i = 0; i < clients_.size(); ++i) {
-      clients_[i]->start(server);
+      clients_[i]->start(server, source(i));
       if (i % 64 == 63) io_.poll();
     }
     if (finished_ < clients_.size()) do_sweep();
@@ -212,7 +252,7 @@ private:
   // due at a fixed time after the first, so a late one does not delay the rest.
   void start_spread(const tcp::endpoint& server, std::chrono::nanoseconds spread, std::size_t i)
   {
-    clients_[i]->start(server);
+    clients_[i]->start(server, source(i));
     if (++i == clients_.size()) {
       if (finished_ < clients_.size()) do_sweep();
       return;
@@ -221,6 +261,12 @@ private:
     spacer_.async_wait([this, server, spread, i](const boost::system::error_code& ec) {
       if (!ec) start_spread(server, spread, i);
     });
+  }
+
+  std::optional<asio::ip::address_v4> source(std::size_t i) const
+  {
+    if (sources_ == 0) return std::nullopt;
+    return asio::ip::address_v4(0x7f000001u + static_cast<std::uint32_t>(i % sources_));
   }
 
   // Every so often, fail the clients that made no progress for the timeout.
@@ -244,13 +290,25 @@ private:
   std::vector<std::unique_ptr<client>> clients_;
   std::vector<client_record> records_;
   std::size_t finished_ = 0;
+  std::size_t sources_ = 0;  // source addresses to bind; zero: the kernel's choice
   clock_type::time_point start_;
 };
 
-void client::start(const tcp::endpoint& server)
+void client::start(const tcp::endpoint& server, std::optional<asio::ip::address_v4> source)
 {
   race_.record(index_).start = race_.now();
   last_progress_ = clock_type::now();
+  if (source) {
+    // Bound to an address, but without a port yet: the kernel picks the port at connect, among
+    // those free towards this server, so each address has the whole port range for it.
+    boost::system::error_code ec;
+    socket_.open(tcp::v4(), ec);
+    int on = 1;
+    if (!ec && ::setsockopt(socket_.native_handle(), IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &on, sizeof on) != 0)
+      ec.assign(errno, boost::system::system_category());
+    if (!ec) socket_.bind(tcp::endpoint(*source, 0), ec);
+    if (ec) return finish("bind " + source->to_string() + ": " + ec.message());
+  }
   socket_.async_connect(server, [this](const boost::system::error_code& ec) { on_connect(ec); });
 }
 
@@ -356,7 +414,7 @@ void write_csv(const std::string& path, const std::vector<client_record>& record
 }
 
 // The one summary line, and the failures grouped by reason on stderr.
-bool report(const std::vector<client_record>& records)
+bool report(const std::vector<client_record>& records, std::size_t sources)
 {
   std::vector<double> times;
   double wall = 0, connect_max = 0;
@@ -376,7 +434,8 @@ bool report(const std::vector<client_record>& records)
             << " wall=" << seconds_text(wall) << " p50=" << seconds_text(percentile(times, 0.50))
             << " p95=" << seconds_text(percentile(times, 0.95))
             << " max=" << seconds_text(times.empty() ? 0 : times.back()) << " connect_max=" << seconds_text(connect_max)
-            << " bytes=" << bytes << " mib_s=" << number_text("%.1f", mib_s) << std::endl;
+            << " bytes=" << bytes << " mib_s=" << number_text("%.1f", mib_s)
+            << " sources=" << std::max<std::size_t>(sources, 1) << std::endl;
   std::size_t shown = 0;
   for (const auto& [reason, count] : failures) {
     if (++shown > 10) {
@@ -410,10 +469,15 @@ int main(int argc, char* argv[])
     raise_descriptor_limit(options->clients);
     asio::io_context io(1);
     tcp::endpoint server = resolve(io, options->host, options->port);
+    bool loopback_v4 = server.address().is_v4() && server.address().is_loopback();
+    std::size_t sources = options->source_addresses;
+    if (sources > 0 && !loopback_v4)
+      throw usage_error("--source-addresses needs a server on 127.x, not " + server.address().to_string());
+    if (sources == 0 && loopback_v4) sources = needed_source_addresses(options->clients);
     race the_race(io, poem, options->clients, options->timeout);
-    the_race.start(server, options->spread);
+    the_race.start(server, options->spread, sources);
     io.run();
     if (!options->csv_file.empty()) write_csv(options->csv_file, the_race.records());
-    return report(the_race.records()) ? 0 : 1;
+    return report(the_race.records(), sources) ? 0 : 1;
   });
 }

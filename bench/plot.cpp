@@ -2,6 +2,12 @@
 // on a log scale (so E = C, one client after another, is a straight diagonal and E = 1, every
 // client at once, is flat). Reads the CSV that scripts/bench writes: the rows whose section is
 // "race", by the columns model, clients, delay_s and e.
+//
+// With --memory-svg it also draws the memory each connection costs, one bar per model that ran
+// 100 clients or more: the server's peak resident memory at its largest C less its peak with one
+// client at the same delay,
+// divided by C (columns peak_rss_kib), and beside it the kernel's TCP socket buffer pages at that
+// run's peak (/proc/net/sockstat, column tcp_mem_pages_peak, both ends of each connection) over C.
 #include "common/errors.hpp"
 #include "common/options.hpp"
 
@@ -25,6 +31,7 @@ using poetry::usage_error;
 struct plot_options {
   std::string csv_file;
   std::string svg_file;
+  std::string memory_svg_file;
   std::string title = "The race: E(C) = T(C) / T(1)";
 };
 
@@ -33,17 +40,20 @@ std::optional<plot_options> parse_options(int argc, const char* const argv[])
   plot_options result;
   po::options_description options("Options");
   options.add_options()("csv", po::value(&result.csv_file), "the CSV scripts/bench wrote (required)")(
-    "svg", po::value(&result.svg_file), "the SVG file to write (required)")(
+    "svg", po::value(&result.svg_file), "the SVG file of E(C) to write")(
+    "memory-svg", po::value(&result.memory_svg_file), "the SVG file of memory per connection to write")(
     "title", po::value(&result.title), "the plot's title")("help,h", "print this help, then exit");
   po::variables_map vm = poetry::parse_command_line(argc, argv, options);
   if (vm.count("help")) {
-    std::cout << "Usage: plot --csv FILE --svg FILE [--title TEXT]\n"
-                 "Draws E(C) against C from the race rows of a scripts/bench CSV.\n\n"
+    std::cout << "Usage: plot --csv FILE [--svg FILE] [--memory-svg FILE] [--title TEXT]\n"
+                 "Draws E(C) against C from the race rows of a scripts/bench CSV (--svg), and the\n"
+                 "memory per connection of each model at its largest C (--memory-svg).\n\n"
               << options;
     return std::nullopt;
   }
   if (result.csv_file.empty()) throw usage_error("no --csv file given");
-  if (result.svg_file.empty()) throw usage_error("no --svg file given");
+  if (result.svg_file.empty() && result.memory_svg_file.empty())
+    throw usage_error("no --svg or --memory-svg file given");
   return result;
 }
 
@@ -92,6 +102,61 @@ std::vector<series> read_series(const std::string& path)
   }
   for (auto& s : result)
     std::sort(s.points.begin(), s.points.end(), [](const point& a, const point& b) { return a.clients < b.clients; });
+  return result;
+}
+
+// Memory per connection of one model, at its largest C.
+struct memory_bar {
+  std::string model;
+  double clients = 0;
+  double process_bytes = 0;  // (peak RSS at C - peak RSS at 1) / C
+  double kernel_bytes = -1;  // sockstat's TCP buffer pages over C; -1 when not measured
+};
+
+// The race rows with a peak RSS: per model, the largest C and the one-client run at its delay.
+std::vector<memory_bar> read_memory(const std::string& path)
+{
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error(path + ": cannot read: " + poetry::system_reason(errno));
+  std::string line;
+  if (!std::getline(in, line)) throw std::runtime_error(path + ": empty");
+  std::map<std::string, std::size_t> column;
+  auto header = split(line);
+  for (std::size_t i = 0; i < header.size(); ++i) column[header[i]] = i;
+  for (const char* name : {"section", "model", "clients", "delay_s", "peak_rss_kib"})
+    if (!column.count(name)) throw std::runtime_error(path + ": no column '" + std::string(name) + "'");
+  struct row {
+    double clients, rss_kib, tcp_pages;
+    std::string delay;
+  };
+  std::vector<std::pair<std::string, row>> rows;
+  while (std::getline(in, line)) {
+    auto fields = split(line);
+    if (fields.size() < header.size() || fields[column["section"]] != "race" || fields[column["peak_rss_kib"]].empty())
+      continue;
+    double pages = -1;
+    if (column.count("tcp_mem_pages_peak") && !fields[column["tcp_mem_pages_peak"]].empty())
+      pages = std::stod(fields[column["tcp_mem_pages_peak"]]);
+    rows.push_back({fields[column["model"]],
+                    {std::stod(fields[column["clients"]]), std::stod(fields[column["peak_rss_kib"]]), pages,
+                     fields[column["delay_s"]]}});
+  }
+  std::vector<memory_bar> result;
+  for (const auto& entry : rows) {
+    const std::string& model = entry.first;
+    const row& r = entry.second;
+    auto it = std::find_if(result.begin(), result.end(), [&](const memory_bar& b) { return b.model == model; });
+    if (it == result.end()) it = result.insert(result.end(), memory_bar{model});
+    if (r.clients <= it->clients || r.clients < 100) continue;  // a few clients: noise, not a cost
+    auto one = std::find_if(rows.begin(), rows.end(), [&](const auto& o) {
+      return o.first == model && o.second.clients == 1 && o.second.delay == r.delay;
+    });
+    if (one == rows.end()) continue;
+    it->clients = r.clients;
+    it->process_bytes = std::max(0.0, (r.rss_kib - one->second.rss_kib) * 1024 / r.clients);
+    it->kernel_bytes = r.tcp_pages < 0 ? -1 : r.tcp_pages * 4096 / r.clients;
+  }
+  std::erase_if(result, [](const memory_bar& b) { return b.clients == 0; });
   return result;
 }
 
@@ -266,6 +331,50 @@ void write_svg(const plot_options& options, const std::vector<series>& all)
   if (!out.flush()) throw std::runtime_error(options.svg_file + ": cannot write: " + poetry::system_reason(errno));
 }
 
+// Horizontal bars, two per model: the process's bytes per connection, and the kernel's.
+void write_memory_svg(const std::string& file, const std::vector<memory_bar>& bars)
+{
+  const double width = 760, left = 150, right = 170, top = 70, group = 50;
+  const double height = top + group * static_cast<double>(bars.size()) + 70;
+  double most = 1;
+  for (const auto& b : bars) most = std::max({most, b.process_bytes, b.kernel_bytes});
+  double scale = (width - left - right) / most;
+  std::ofstream out(file);
+  if (!out) throw std::runtime_error(file + ": cannot write: " + poetry::system_reason(errno));
+  out << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height
+      << "\" viewBox=\"0 0 " << width << ' ' << height << "\" font-family=\"sans-serif\" font-size=\"12\">\n"
+      << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+      << "<text x=\"" << left
+      << "\" y=\"30\" font-size=\"16\">Memory per connection, at each model's largest C</text>\n"
+      << "<text x=\"" << left << "\" y=\"50\">(peak RSS at C - peak RSS at 1) / C, and the kernel's TCP buffer pages "
+      << "(sockstat) / C</text>\n";
+  double y = top;
+  for (const auto& b : bars) {
+    std::string c = colour(b.model);
+    out << "<text x=\"" << left - 8 << "\" y=\"" << y + 16 << "\" text-anchor=\"end\">" << b.model << "</text>\n"
+        << "<text x=\"" << left - 8 << "\" y=\"" << y + 30
+        << "\" text-anchor=\"end\" fill=\"#555\">C = " << count_label(b.clients) << "</text>\n"
+        << "<rect x=\"" << left << "\" y=\"" << y + 4 << "\" width=\"" << std::max(1.0, b.process_bytes * scale)
+        << "\" height=\"16\" fill=\"" << c << "\"><title>" << b.model << ": "
+        << count_label(std::round(b.process_bytes)) << " bytes per connection in the process</title></rect>\n"
+        << "<text x=\"" << left + b.process_bytes * scale + 6 << "\" y=\"" << y + 16 << "\">"
+        << count_label(std::round(b.process_bytes)) << " B in the process</text>\n";
+    if (b.kernel_bytes >= 0)
+      out << "<rect x=\"" << left << "\" y=\"" << y + 22 << "\" width=\"" << std::max(1.0, b.kernel_bytes * scale)
+          << "\" height=\"10\" fill=\"#999\"/>\n"
+          << "<text x=\"" << left + b.kernel_bytes * scale + 6 << "\" y=\"" << y + 31 << "\" fill=\"#555\">"
+          << count_label(std::round(b.kernel_bytes)) << " B of TCP buffers in the kernel</text>\n";
+    y += group;
+  }
+  out << "<line x1=\"" << left << "\" y1=\"" << top << "\" x2=\"" << left << "\" y2=\"" << y << "\" stroke=\"#555\"/>\n"
+      << "<text x=\"" << left << "\" y=\"" << y + 30 << "\" fill=\"#555\">Thread stacks, coroutine frames, handlers "
+      << "and buffers count in the process; the kernel's socket</text>\n"
+      << "<text x=\"" << left << "\" y=\"" << y + 46 << "\" fill=\"#555\">structures (slab) are not in sockstat's "
+      << "pages: see docs/07-scale.md.</text>\n"
+      << "</svg>\n";
+  if (!out.flush()) throw std::runtime_error(file + ": cannot write: " + poetry::system_reason(errno));
+}
+
 }  // namespace
 
 int main(int argc, char* argv[])
@@ -273,9 +382,16 @@ int main(int argc, char* argv[])
   return poetry::run_main(argv[0], [&] {
     auto options = parse_options(argc, argv);
     if (!options) return 0;
-    auto all = read_series(options->csv_file);
-    if (all.empty()) throw std::runtime_error(options->csv_file + ": no race rows to plot");
-    write_svg(*options, all);
+    if (!options->svg_file.empty()) {
+      auto all = read_series(options->csv_file);
+      if (all.empty()) throw std::runtime_error(options->csv_file + ": no race rows to plot");
+      write_svg(*options, all);
+    }
+    if (!options->memory_svg_file.empty()) {
+      auto bars = read_memory(options->csv_file);
+      if (bars.empty()) throw std::runtime_error(options->csv_file + ": no race rows with memory to plot");
+      write_memory_svg(options->memory_svg_file, bars);
+    }
     return 0;
   });
 }

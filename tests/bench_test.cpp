@@ -1,5 +1,6 @@
-// The race's tools: the load generator checks every byte and reports every failure, and
-// scripts/bench --quick runs the whole race on this build and writes its CSV and plot.
+// The race's tools: the load generator checks every byte and reports every failure (and spreads
+// its clients over several source addresses), the floor tool measures a plain send, and
+// scripts/bench --quick runs the whole race on this build and writes its CSV and plots.
 #define BOOST_TEST_MODULE bench
 #include <boost/test/data/monomorphic.hpp>
 #include <boost/test/data/test_case.hpp>
@@ -104,6 +105,42 @@ BOOST_AUTO_TEST_CASE(raises_its_own_descriptor_limit)
   BOOST_TEST(summary_value(r.out, "ok") == 300);
 }
 
+// --source-addresses 3: client i connects from 127.0.0.(1 + i % 3), so the server sees 100
+// clients from each of three addresses (its "Somebody at 127.0.0.X:port" lines), every one served.
+// Past about 28,000 clients, this is what gives loadgen more ephemeral ports towards one server.
+BOOST_AUTO_TEST_CASE(source_addresses_spread_the_clients)
+{
+  temp_dir dir;
+  std::string poem = dir.write("poem.txt", ascii_poem());
+  server s(concurrent_model(), poem, {"-q", "--delay", "0.01", "--num-bytes", "100"}, room_for(300));
+  auto r = run({loadgen(), "--port", s.address(), "--clients", "300", "--source-addresses", "3", "--expect", poem});
+  BOOST_TEST_REQUIRE(r.status == 0, r.out << r.err);
+  BOOST_TEST(summary_value(r.out, "ok") == 300);
+  BOOST_TEST(summary_value(r.out, "sources") == 3);
+  // The status lines come through the server's writer thread: wait until all 300 are there.
+  auto count = [&](const std::string& text) { return occurrences(s.process().out(), text); };
+  BOOST_TEST_REQUIRE(poll_until([&] { return count("Somebody at ") >= 300; }, 10s), count("Somebody at "));
+  for (const char* source : {"127.0.0.1:", "127.0.0.2:", "127.0.0.3:"})
+    BOOST_TEST(count(std::string("Somebody at ") + source) == 100u, source);
+  // Without the option, up to about 27,000 clients, the kernel picks the one address itself.
+  auto plain = run({loadgen(), "--port", s.address(), "--clients", "3", "--expect", poem});
+  BOOST_TEST(plain.status == 0, plain.out << plain.err);
+  BOOST_TEST(summary_value(plain.out, "sources") == 1);
+}
+
+// The floor tool: a plain send loop on loopback, one line with the CPU per send.
+BOOST_AUTO_TEST_CASE(the_floor_tool_measures_a_send_and_exits_cleanly)
+{
+  auto r = run({build_dir() + "/bench/floor", "--sends", "2000", "--num-bytes", "20"}, 30s);
+  BOOST_TEST(r.status == 0, r.out << r.err);
+  BOOST_TEST(std::regex_search(r.out, std::regex("^sends=2000 num_bytes=20 cpu_s=[0-9.]+ us_per_send=[0-9.]+ "
+                                                 "wall_s=[0-9.]+\n$")),
+             r.out);
+  BOOST_TEST(summary_value(r.out, "us_per_send") > 0);
+  for (const char* bad : {"0", "many"})
+    BOOST_TEST(run({build_dir() + "/bench/floor", "--sends", bad}, 10s).status == 2);
+}
+
 BOOST_AUTO_TEST_CASE(binary_and_empty_poems_are_exact)
 {
   temp_dir dir;
@@ -182,6 +219,9 @@ BOOST_AUTO_TEST_CASE(bad_command_lines_exit_2)
          {"--port", "1", "--expect", poem, "--timeout", "-1"},
          {"--port", "1", "--expect", poem, "--spread", "soon"},
          {"--port", "1", "--expect", poem, "--bogus"},
+         {"--port", "1", "--expect", poem, "--source-addresses", "0"},
+         {"--port", "1", "--expect", poem, "--source-addresses", "255"},
+         {"--port", "1", "--expect", poem, "--host", "::1", "--source-addresses", "2"},
        }) {
     args.insert(args.begin(), loadgen());
     auto r = run(args, 10s);
@@ -197,15 +237,16 @@ BOOST_AUTO_TEST_SUITE_END()
 BOOST_AUTO_TEST_SUITE(bench_script)
 
 // The whole race in quick mode on this build: every model runs, every run is byte-exact,
-// and the CSV and the plot are written.
+// and the CSV and the plots are written; the burst row runs twice (--repeat 2), the limit row
+// and the cost per chunk against the floor are printed.
 BOOST_AUTO_TEST_CASE(quick_race_writes_csv_and_plot)
 {
   temp_dir dir;
   std::string list;
   for (const auto& model : models()) list += (list.empty() ? "" : ",") + model;
-  auto r =
-    run({source_dir() + "/scripts/bench", "--quick", "--build-dir", build_dir(), "--models", list, "--out", dir.path()},
-        300s);
+  auto r = run({source_dir() + "/scripts/bench", "--quick", "--repeat", "2", "--build-dir", build_dir(), "--models",
+                list, "--out", dir.path()},
+               300s);
   BOOST_TEST(r.status == 0, r.out << r.err);
   std::string csv = read_file(dir.path() + "/bench.csv");
   for (const auto& model : models()) {
@@ -225,6 +266,19 @@ BOOST_AUTO_TEST_CASE(quick_race_writes_csv_and_plot)
     BOOST_TEST(!fields[13].empty(), row);
   }
   BOOST_TEST(r.out.find("CPU seconds per GiB sent") != std::string::npos, r.out);
+  // The models that run the burst at C = 100 in quick mode: twice each, the limit row once.
+  for (const char* model : {"threaded", "asio_callbacks", "asio_protocol", "asio_coroutines"}) {
+    if (std::find(models().begin(), models().end(), model) == models().end()) continue;
+    BOOST_TEST(occurrences(csv, std::string("\nburst-run,") + model + ",100,") == 2u, model);
+    BOOST_TEST(csv.find(std::string("\nburst,") + model + ",100,") != std::string::npos, model);
+    BOOST_TEST(csv.find(std::string("\nrace,") + model + ",200,0.03,") != std::string::npos, model);
+  }
+  BOOST_TEST(csv.find("\nfloor,floor,") != std::string::npos);
+  for (const char* section : {"To the machine's limit: 200 clients", "The burst: C = 100", "What one chunk costs"})
+    BOOST_TEST(r.out.find(section) != std::string::npos, section);
+  std::string memory = read_file(dir.path() + "/memory.svg");
+  BOOST_TEST(memory.rfind("<svg", 0) == 0);
+  BOOST_TEST(memory.find("B in the process") != std::string::npos);
   std::string svg = read_file(dir.path() + "/bench.svg");
   BOOST_TEST(svg.rfind("<svg", 0) == 0);
   BOOST_TEST(svg.find("</svg>") != std::string::npos);
@@ -233,6 +287,20 @@ BOOST_AUTO_TEST_CASE(quick_race_writes_csv_and_plot)
   std::istringstream table(r.out);
   for (std::string line; std::getline(table, line);)
     if (line.find(dir.path()) == std::string::npos) BOOST_TEST(line.size() <= 80u, line);
+}
+
+// Asked for more clients than the hard descriptor limit allows, the race stops at once, before
+// it builds or starts anything, with one line naming the limit and the command that raises it.
+BOOST_AUTO_TEST_CASE(a_descriptor_limit_too_low_stops_the_race_at_once)
+{
+  temp_dir dir;
+  auto r = run(
+    {source_dir() + "/scripts/bench", "--clients", "9000000", "--build-dir", build_dir(), "--out", dir.path()}, 30s);
+  BOOST_TEST(r.status == 1);
+  BOOST_TEST(r.out.empty(), r.out);
+  BOOST_TEST(std::count(r.err.begin(), r.err.end(), '\n') == 1, r.err);
+  BOOST_TEST(r.err.find("hard limit (ulimit -Hn) is") != std::string::npos, r.err);
+  BOOST_TEST(r.err.find("ulimit -Hn 9000256") != std::string::npos, r.err);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

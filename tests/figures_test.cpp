@@ -5,6 +5,10 @@
 // contain the text with the cell's value in its place (line breaks count as spaces). When a new
 // run changes results.md, this test names every sentence to update.
 //
+// results.md holds two runs, each under its own heading: "## One full run", which chapters 1-6
+// and the READMEs quote, and "## At scale: one full run", with the limit row, the burst over
+// repeated races and the cost per chunk, which chapter 7 quotes ({scale: MODEL C DELAY COLUMN}).
+//
 // A maintainers' check (ctest label "maintainer"): scripts/test --maintainer runs it.
 #define BOOST_TEST_MODULE figures
 #include <boost/test/unit_test.hpp>
@@ -52,12 +56,14 @@ const quotation quotations[] = {
   {"threaded/README.md",
    "{threaded 1000 0.1 RSS %.0f} MiB resident in the race, {threaded 10000 0.5 RSS %.0f} MiB at ten thousand"},
   {"README.md", "({threaded 10000 0.5 RSS %.0f} MiB peak there) and E rose to {threaded 10000 0.5 E}"},
+  {"docs/07-scale.md", "bytes per connection ({scale: threaded 19000 1 RSS %.0f} MiB at the peak)"},
 };
 
 // Runs of blanks and line breaks become one space, so a quotation may span lines.
 std::string flattened(const std::string& text) { return std::regex_replace(text, std::regex("\\s+"), " "); }
 
-// results.md's race table: "MODEL C DELAY COLUMN" -> the cell as printed.
+// results.md's race tables: "MODEL C DELAY COLUMN" -> the cell as printed, for the run under
+// "## One full run"; "scale: MODEL C DELAY COLUMN" for the run under "## At scale".
 std::map<std::string, std::string> race_table()
 {
   static const char* const columns[] = {"wall", "E", "p50", "p95", "max", "RSS", "CPU", "exact"};
@@ -65,10 +71,14 @@ std::map<std::string, std::string> race_table()
   std::istringstream lines(read_file(source_dir() + "/docs/results.md"));
   std::regex row(
     R"(^([a-z_]+) +(\d+) +([0-9.]+) +([0-9.]+) +([0-9.]+) +([0-9.]+) +([0-9.]+) +([0-9.]+) +([0-9.]+) +([0-9.]+) +(yes|no) *$)");
+  std::string prefix = "-";  // which run's table this line is in; "-" outside both
   for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("## ", 0) == 0)
+      prefix = line.rfind("## One full run", 0) == 0 ? "" : line.rfind("## At scale", 0) == 0 ? "scale: " : "-";
+    if (prefix == "-") continue;
     std::smatch m;
     if (!std::regex_match(line, m, row)) continue;
-    std::string key = m[1].str() + " " + m[2].str() + " " + m[3].str() + " ";
+    std::string key = prefix + m[1].str() + " " + m[2].str() + " " + m[3].str() + " ";
     for (int i = 0; i < 8; ++i) cells[key + columns[i]] = m[4 + i].str();
   }
   return cells;
@@ -78,7 +88,7 @@ std::map<std::string, std::string> race_table()
 std::string filled(const std::string& text, const std::map<std::string, std::string>& cells)
 {
   std::string out;
-  std::regex placeholder(R"(\{([a-z_]+ \d+ [0-9.]+ [A-Za-z0-9]+)( %[0-9.]*f)?\})");
+  std::regex placeholder(R"(\{((?:scale: )?[a-z_]+ \d+ [0-9.]+ [A-Za-z0-9]+)( %[0-9.]*f)?\})");
   auto at = text.cbegin();
   for (std::sregex_iterator it(text.begin(), text.end(), placeholder), end; it != end; ++it) {
     out.append(at, (*it)[0].first);
