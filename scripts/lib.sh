@@ -3,6 +3,22 @@
 
 poetry_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
+# Every error of a script is one line on stderr, "scripts/NAME: what went wrong".
+poetry_script=scripts/$(basename "$0")
+
+# poetry_fail STATUS MESSAGE...: prints the message as one line (newlines in it become spaces)
+# and exits with STATUS (1: something failed; 2: a usage error).
+poetry_fail() {
+  local status=$1 message
+  shift
+  message=$*
+  printf '%s: %s\n' "$poetry_script" "${message//$'\n'/ }" >&2
+  exit "$status"
+}
+
+# need_value OPTION "$@" (the arguments from the option on): a usage error unless it has a value.
+need_value() { (($# >= 2)) || poetry_fail 2 "option '$1' needs a value (try --help)"; }
+
 # The Debian packages every script needs: compiler, CMake, Boost, and the tools the chapters
 # use: netcat (a plain client), strace (what a model costs in system calls), pv (reading at a
 # set rate). The race (scripts/bench) and the tests that run it add socat.
@@ -17,22 +33,17 @@ ensure_packages() {
   done
   [ ${#missing[@]} -eq 0 ] && return 0
   local install=(apt-get install -y --no-install-recommends "${missing[@]}") sudo=() log
-  echo "Installing missing packages: ${missing[*]} ..." >&2
   if [ "$(id -u)" -ne 0 ]; then
     if ! command -v sudo >/dev/null 2>&1; then
-      echo "Missing packages. Please run, as root:" >&2
-      echo "  apt-get update && ${install[*]}" >&2
-      exit 1
+      poetry_fail 1 "missing packages; as root, run: apt-get update && ${install[*]}"
     fi
     sudo=(sudo)
   fi
+  echo "Installing missing packages: ${missing[*]} ..." >&2
   log=$(mktemp)
   if ! { "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q &&
          "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive "${install[@]}"; } >"$log" 2>&1; then
-    cat "$log" >&2
-    rm -f "$log"
-    echo "Could not install: ${missing[*]}" >&2
-    exit 1
+    poetry_fail 1 "could not install ${missing[*]}: $(grep -m 1 '^E:' "$log" || tail -n 1 "$log") (apt-get's output: $log)"
   fi
   rm -f "$log"
 }

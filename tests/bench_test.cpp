@@ -35,6 +35,19 @@ std::string concurrent_model()
   return models().front();
 }
 
+// The lines of the race's report that say what went wrong: a run that was not exact ("no" at
+// the end of its row), the reasons under it ("!"), and the summary; not the whole table.
+std::string what_went_wrong(const std::string& out)
+{
+  std::string lines;
+  std::istringstream in(out);
+  for (std::string line; std::getline(in, line);)
+    if (line.ends_with(" no") || line.find(" ! ") != std::string::npos ||
+        line.find("not byte-exact") != std::string::npos)
+      lines += "\n  " + line;
+  return lines;
+}
+
 }  // namespace
 
 BOOST_AUTO_TEST_SUITE(loadgen_tool)
@@ -247,7 +260,8 @@ BOOST_AUTO_TEST_CASE(quick_race_writes_csv_and_plot)
   auto r = run({source_dir() + "/scripts/bench", "--quick", "--repeat", "2", "--build-dir", build_dir(), "--models",
                 list, "--out", dir.path()},
                300s);
-  BOOST_TEST(r.status == 0, r.out << r.err);
+  BOOST_TEST(r.status == 0, "the race ended with status " << r.status << ":" << what_went_wrong(r.out) << "\n"
+                                                          << r.err);
   std::string csv = read_file(dir.path() + "/bench.csv");
   for (const auto& model : models()) {
     BOOST_TEST(csv.find("\nrace," + model + ",1,") != std::string::npos, model);

@@ -3,7 +3,9 @@
 //    (a line "// ..." in the block skips over code);
 //  - a diff block after <!-- diff: OLD NEW --> must be a true diff: its context and "-" lines
 //    appear in OLD, its context and "+" lines in NEW, in order ("@@" lines skip over code);
-//  - a link [`text`](PATH#LN) must point at a line of PATH that contains text.
+//  - a link [`text`](PATH#LN) must point at a line of PATH that contains text;
+//  - a link [`text`](PATH) followed by " (N lines)" must give PATH's number of lines, and the
+//    sentences of diff_sizes (below) the number of lines each diff between two models changes.
 // And the guarantee cannot quietly vanish: every chapter docs/NN-*.md keeps checked excerpts
 // and diffs, and the socket API map (docs/socket-api.md) keeps its checked links.
 #define BOOST_TEST_MODULE docs
@@ -13,6 +15,7 @@
 
 #include "harness.hpp"
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -229,4 +232,136 @@ BOOST_AUTO_TEST_CASE(every_chapter_keeps_checked_code)
   }
   BOOST_TEST(rows >= 20u, "docs/socket-api.md maps only " << rows << " calls");
   BOOST_TEST(links >= rows, "docs/socket-api.md has " << links << " checked links for " << rows << " calls");
+}
+
+namespace {
+
+// A file's lines exactly as diff(1) compares them.
+std::vector<std::string> raw_lines_of(const std::string& path)
+{
+  std::vector<std::string> lines;
+  std::istringstream in(read_file(path));
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+// Lines added or removed between two files, as `diff --minimal OLD NEW | grep -c '^[<>]'` counts
+// them: every line of either file outside their longest common subsequence.
+std::size_t changed_lines(const std::string& old_path, const std::string& new_path)
+{
+  auto a = raw_lines_of(old_path), b = raw_lines_of(new_path);
+  std::vector<std::size_t> previous(b.size() + 1, 0), current(b.size() + 1, 0);
+  for (const auto& line : a) {
+    for (std::size_t j = 0; j < b.size(); ++j)
+      current[j + 1] = line == b[j] ? previous[j] + 1 : std::max(previous[j + 1], current[j]);
+    std::swap(previous, current);
+  }
+  return a.size() + b.size() - 2 * previous[b.size()];
+}
+
+// Rewrites a document in place (POETRY_FIX_DOC_LINKS=1).
+void rewrite(const fs::path& file, const std::vector<std::string>& lines)
+{
+  std::ofstream out(file);
+  for (const auto& line : lines) out << line << '\n';
+}
+
+// Sentences that state the size of a diff between two models. In each, {diff OLD NEW} stands
+// for changed_lines(OLD, NEW); the document must contain the sentence with the numbers in their
+// places (a line break counts as a space). When a model changes, this test names the sentence,
+// and POETRY_FIX_DOC_LINKS=1 puts the new numbers in.
+struct quotation {
+  const char* document;
+  const char* text;
+};
+const quotation diff_sizes[] = {
+  {"docs/06-asio-coroutines.md",
+   "{diff blocking/server.cpp asio_coroutines/server.cpp} lines added or removed; for comparison, blocking to "
+   "threaded has {diff blocking/server.cpp threaded/server.cpp}, threaded to select "
+   "{diff threaded/server.cpp select/server.cpp}, select to callbacks "
+   "{diff select/server.cpp asio_callbacks/server.cpp}, callbacks to protocol "
+   "{diff asio_callbacks/server.cpp asio_protocol/server.cpp}, callbacks to coroutines "
+   "{diff asio_callbacks/server.cpp asio_coroutines/server.cpp} (counted as "
+   "`diff --minimal OLD NEW | grep -c '^[<>]'`)"},
+};
+
+}  // namespace
+
+// "[`PATH`](LINK) (N lines)", as in every chapter's header: N is the number of lines of the
+// linked file, now. With POETRY_FIX_DOC_LINKS=1 the numbers are rewritten.
+BOOST_DATA_TEST_CASE(stated_line_counts_match_the_files, bdata::make(documents()), doc_path)
+{
+  static const std::regex counted(R"(\[`[^`]+`\]\(([^)#\s]+)\) \((\d+) lines\))");
+  fs::path root = source_dir();
+  fs::path doc_dir = (root / doc_path).parent_path();
+  auto doc = lines_of(read_file((root / doc_path).string()));
+  bool fix = std::getenv("POETRY_FIX_DOC_LINKS") != nullptr, changed = false;
+  for (auto& line : doc) {
+    std::string rebuilt;
+    auto copied = line.cbegin();
+    for (std::sregex_iterator it(line.begin(), line.end(), counted), end; it != end; ++it) {
+      fs::path file = fs::weakly_canonical(doc_dir / (*it)[1].str());
+      BOOST_TEST_CONTEXT(doc_path << ": " << (*it)[0])
+      {
+        BOOST_TEST_REQUIRE(fs::is_regular_file(file), file << " does not exist");
+        std::size_t stated = std::stoul((*it)[2]), actual = raw_lines_of(file.string()).size();
+        BOOST_TEST(stated == actual, (*it)[1] << " has " << actual << " lines, not " << stated);
+        rebuilt.append(copied, (*it)[2].first).append(std::to_string(actual));
+        copied = (*it)[2].second;
+        changed |= stated != actual;
+      }
+    }
+    if (!rebuilt.empty()) line = rebuilt + std::string(copied, line.cend());
+  }
+  if (fix && changed) {
+    rewrite(root / doc_path, doc);
+    BOOST_TEST_MESSAGE(doc_path << ": line counts rewritten; check them with git diff");
+  }
+}
+
+BOOST_AUTO_TEST_CASE(stated_diff_sizes_match_the_models)
+{
+  static const std::regex placeholder(R"(\{diff (\S+) (\S+)\})");
+  static const std::regex special(R"([.^$|()\[\]{}*+?\\])");
+  fs::path root = source_dir();
+  bool fix = std::getenv("POETRY_FIX_DOC_LINKS") != nullptr;
+  for (const quotation& q : diff_sizes) {
+    BOOST_TEST_CONTEXT(q.document)
+    {
+      // The sentence as a pattern: its words as they are (any run of blanks matching any run),
+      // each placeholder a number, which must be the diff's size now.
+      std::string text = q.text, pattern;
+      std::vector<std::size_t> sizes;
+      auto at = text.cbegin();
+      auto literal = [&](std::string piece) {
+        piece = std::regex_replace(piece, special, "\\$&");
+        pattern += std::regex_replace(piece, std::regex(R"(\s+)"), "\\s+");
+      };
+      for (std::sregex_iterator it(text.begin(), text.end(), placeholder), end; it != end; ++it) {
+        literal(std::string(at, (*it)[0].first));
+        pattern += "(\\d+)";
+        sizes.push_back(changed_lines((root / (*it)[1].str()).string(), (root / (*it)[2].str()).string()));
+        at = (*it)[0].second;
+      }
+      literal(std::string(at, text.cend()));
+      std::string document = read_file((root / q.document).string());
+      std::smatch m;
+      BOOST_TEST_REQUIRE(std::regex_search(document, m, std::regex(pattern)),
+                         "the sentence is gone or reworded; update docs_test's diff_sizes: \"" << q.text << "\"");
+      std::string fixed;
+      auto copied = document.cbegin();
+      for (std::size_t i = 0; i < sizes.size(); ++i) {
+        std::size_t stated = std::stoul(m[i + 1]);
+        BOOST_TEST(stated == sizes[i],
+                   "diff " << i + 1 << " of the sentence is " << sizes[i] << " lines, not " << stated);
+        fixed.append(copied, m[i + 1].first).append(std::to_string(sizes[i]));
+        copied = m[i + 1].second;
+      }
+      fixed.append(copied, document.cend());
+      if (fix && fixed != document) {
+        std::ofstream(root / q.document) << fixed;
+        BOOST_TEST_MESSAGE(q.document << ": diff sizes rewritten; check them with git diff");
+      }
+    }
+  }
 }

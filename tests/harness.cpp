@@ -1,6 +1,8 @@
 #include "harness.hpp"
 
 #include <algorithm>
+#include <array>
+#include <atomic>
 #include <cerrno>
 #include <csignal>
 #include <cstdlib>
@@ -13,10 +15,14 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <boost/test/unit_test.hpp>
 
 namespace poetry::test {
 
@@ -40,6 +46,61 @@ std::string program(const std::string& model, const std::string& name)
   return build_dir() + "/" + model + "/" + name;
 }
 
+namespace {
+
+// Every child starts a process group of its own (its PID is the group's ID), and stays in this
+// table from its start until it is reaped: until then the ID cannot name anyone else's group.
+// A test that ends, fails or is interrupted kills each group whole, so nothing a test started
+// outlives it: not a server, not what a script it ran started (a peer's sleep, a tour's clients).
+std::array<std::atomic<pid_t>, 1024> live_groups{};
+
+void track(pid_t group)
+{
+  for (auto& slot : live_groups) {
+    pid_t empty = 0;
+    if (slot.compare_exchange_strong(empty, group)) return;
+  }
+}
+
+void untrack(pid_t group)
+{
+  for (auto& slot : live_groups) {
+    pid_t mine = group;
+    if (slot.compare_exchange_strong(mine, 0)) return;
+  }
+}
+
+// Async-signal-safe: kill(2) only.
+void kill_live_groups()
+{
+  for (auto& slot : live_groups)
+    if (pid_t group = slot.load(); group > 0) ::kill(-group, SIGKILL);
+}
+
+// SIGINT, SIGTERM, SIGHUP (Ctrl-C in scripts/test, ctest's or a user's kill): every group this
+// test started goes first, then the test ends of the signal as it would have without us.
+extern "C" void end_children_and_die(int sig)
+{
+  kill_live_groups();
+  ::signal(sig, SIG_DFL);
+  ::raise(sig);
+}
+
+// Installed before main, in every program that links the harness; at a normal exit (also one
+// that leaves a child behind by an exception) the same sweep runs.
+struct children_end_with_the_test {
+  children_end_with_the_test()
+  {
+    struct sigaction action {};
+    action.sa_handler = end_children_and_die;
+    sigemptyset(&action.sa_mask);
+    for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(sig, &action, nullptr);
+  }
+  ~children_end_with_the_test() { kill_live_groups(); }
+} children_end_with_the_test_;
+
+}  // namespace
+
 child::child(std::vector<std::string> argv, spawn_options options)
 {
   int out[2], err[2], in[2] = {-1, -1};
@@ -57,10 +118,19 @@ child::child(std::vector<std::string> argv, spawn_options options)
   }
   rlimit memory{};
   if (options.max_memory) memory.rlim_cur = memory.rlim_max = *options.max_memory;
+  // No SIGINT or SIGTERM between the fork and the child's entry in live_groups: it would be missed.
+  sigset_t ending, before;
+  sigemptyset(&ending);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&ending, sig);
+  ::pthread_sigmask(SIG_BLOCK, &ending, &before);
+  pid_t parent = ::getpid();
   pid_ = ::fork();
-  if (pid_ < 0) throw std::runtime_error(std::string("fork failed: ") + std::strerror(errno));
   if (pid_ == 0) {
-    // In the child: only async-signal-safe calls until exec.
+    // In the child: only async-signal-safe calls until exec. A group of its own, which the test
+    // kills whole; and if the test itself is killed outright (SIGKILL), the child goes with it.
+    ::setpgid(0, 0);
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(127);
     int devnull = ::open("/dev/null", O_RDONLY);
     ::dup2(options.stdin_pipe ? in[0] : devnull, STDIN_FILENO);
     ::dup2(out[1], STDOUT_FILENO);
@@ -80,6 +150,12 @@ child::child(std::vector<std::string> argv, spawn_options options)
     ::execv(args[0], args.data());
     ::_exit(127);
   }
+  if (pid_ > 0) {
+    ::setpgid(pid_, pid_);  // as the child does: whichever runs first
+    track(pid_);
+  }
+  ::pthread_sigmask(SIG_SETMASK, &before, nullptr);
+  if (pid_ < 0) throw std::runtime_error(std::string("fork failed: ") + std::strerror(errno));
   ::close(out[1]);
   ::close(err[1]);
   if (options.stdin_pipe) {
@@ -87,6 +163,7 @@ child::child(std::vector<std::string> argv, spawn_options options)
     stdin_fd_ = in[1];
   }
   pidfd_ = static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0));
+  stop_fd_ = ::eventfd(0, EFD_CLOEXEC);
   out_reader_ = std::thread([this, fd = out[0], reader = options.reader] { collect(fd, out_, reader); });
   err_reader_ = std::thread([this, fd = err[0]] { collect(fd, err_, stdout_reader::keeps_reading); });
 }
@@ -98,6 +175,16 @@ void child::collect(int fd, std::string& into, stdout_reader reader)
   for (;;) {
     // A slow reader takes 1 KiB every 20 ms (a pace to simulate, not an event to wait for).
     if (slowly && !std::exchange(first, false)) std::this_thread::sleep_for(20ms);
+    // Bounded from outside: the destructor stops a reader whose pipe something still holds open.
+    pollfd ready[2] = {{fd, POLLIN, 0}, {stop_fd_, POLLIN, 0}};
+    if (::poll(ready, 2, -1) < 0 && errno != EINTR) break;
+    if (ready[1].revents != 0) {
+      std::lock_guard lock(mutex_);
+      (&into == &out_ ? out_closed_ : err_closed_) = true;
+      changed_.notify_all();
+      break;
+    }
+    if (ready[0].revents == 0) continue;
     ssize_t n = ::read(fd, buffer, slowly ? 1024 : sizeof buffer);
     if (n < 0 && errno == EINTR) continue;
     // The first line is in: stop reading here if asked to. The pipe closes before anyone hears
@@ -124,15 +211,35 @@ void child::collect(int fd, std::string& into, stdout_reader reader)
 child::~child()
 {
   if (running()) {
-    ::kill(pid_, SIGKILL);
+    ::kill(-pid_, SIGKILL);
     wait(10s);
   }
+  reap();
   if (stdin_fd_ >= 0) ::close(stdin_fd_);
-  // The readers end when the pipes close, which is when the child (and anything it left) is gone.
+  // The readers end when the pipes close, which is when the child and its group are gone; a
+  // process that left the group and still holds a pipe gets 5 s, then the readers stop anyway.
+  {
+    std::unique_lock lock(mutex_);
+    changed_.wait_for(lock, 5s, [&] { return out_closed_ && err_closed_; });
+  }
+  std::uint64_t one = 1;
+  [[maybe_unused]] auto written = ::write(stop_fd_, &one, sizeof one);
   if (out_reader_.joinable()) out_reader_.join();
   if (err_reader_.joinable()) err_reader_.join();
   if (pidfd_ >= 0) ::close(pidfd_);
   if (stalled_fd_ >= 0) ::close(stalled_fd_);
+  if (stop_fd_ >= 0) ::close(stop_fd_);
+}
+
+void child::reap()
+{
+  if (!status_ || reaped_) return;
+  // The child has ended but is not reaped yet, so its group's ID is still its own: whatever it
+  // started and left behind in the group (a script's background jobs) ends here too.
+  ::kill(-pid_, SIGKILL);
+  while (::waitpid(pid_, nullptr, 0) < 0 && errno == EINTR) {}
+  untrack(pid_);
+  reaped_ = true;
 }
 
 std::optional<std::string> child::wait_for_line(const std::string& prefix, std::chrono::milliseconds bound)
@@ -173,9 +280,10 @@ std::optional<int> child::wait(std::chrono::milliseconds bound)
     if (rc <= 0) return std::nullopt;
     break;
   }
-  int raw = 0;
-  while (::waitpid(pid_, &raw, 0) < 0 && errno == EINTR) {}
-  status_ = WIFEXITED(raw) ? WEXITSTATUS(raw) : 128 + WTERMSIG(raw);
+  // Its status, but not reaped yet (WNOWAIT): see reap().
+  siginfo_t info{};
+  while (::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOWAIT) < 0 && errno == EINTR) {}
+  status_ = info.si_code == CLD_EXITED ? info.si_status : 128 + info.si_status;
   // Let the readers finish collecting what the program printed before it ended.
   std::unique_lock lock(mutex_);
   changed_.wait_for(lock, 5s, [&] { return out_closed_ && err_closed_; });
@@ -185,6 +293,11 @@ std::optional<int> child::wait(std::chrono::milliseconds bound)
 void child::signal(int sig)
 {
   if (!status_) ::kill(pid_, sig);
+}
+
+void child::kill_all()
+{
+  if (!reaped_) ::kill(-pid_, SIGKILL);
 }
 
 void child::close_stdin()
@@ -254,21 +367,35 @@ server::server(const std::string& model, const std::string& poem_file, std::vect
 server::~server()
 {
   process_.signal(SIGTERM);
-  if (!process_.wait(10s)) process_.signal(SIGKILL);
+  if (!process_.wait(10s)) process_.kill_all();
 }
 
 result run(std::vector<std::string> argv, std::chrono::milliseconds bound, spawn_options options)
 {
+  std::string command;  // for the message, with this build's folder left out
+  for (const auto& word : argv) {
+    std::string shown = word.rfind(build_dir() + "/", 0) == 0 ? word.substr(build_dir().size() + 1) : word;
+    command += (command.empty() ? "" : " ") + shown;
+  }
   auto start = std::chrono::steady_clock::now();
   child c(std::move(argv), options);
   auto status = c.wait(bound);
   result r;
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (!status) {
-    c.signal(SIGKILL);
+    c.kill_all();
     c.wait(10s);
+    // A program that outlives its bound ends the test case, in one line: what the test would
+    // check next would only wait for the same fault again (a server that never finishes a poem
+    // makes every later client of the test wait for its whole bound too).
+    std::string err = c.err();
+    while (!err.empty() && err.back() == '\n') err.pop_back();
+    std::string last = err.substr(err.rfind('\n') == std::string::npos ? 0 : err.rfind('\n') + 1);
+    BOOST_FAIL(command.substr(0, 120) << ": still running after " << std::chrono::duration<double>(bound).count()
+                                      << " s, killed" << (last.empty() ? "" : "; its last line: ")
+                                      << last.substr(0, 120));
   }
-  r.status = status.value_or(-1);
+  r.status = *status;
   r.out = c.out();
   r.err = c.err();
   return r;
@@ -306,6 +433,15 @@ std::string read_file(const std::string& path)
   std::ostringstream all;
   all << in.rdbuf();
   return all.str();
+}
+
+boost::test_tools::assertion_result same_bytes(const std::string& got, const std::string& expected)
+{
+  if (got == expected) return true;
+  auto at = std::mismatch(got.begin(), got.end(), expected.begin(), expected.end()).first - got.begin();
+  boost::test_tools::assertion_result result(false);
+  result.message() << "got " << got.size() << " of " << expected.size() << " bytes, first difference at byte " << at;
+  return result;
 }
 
 std::string ascii_poem()

@@ -14,6 +14,8 @@
 #include <thread>
 #include <vector>
 
+#include <boost/test/tools/assertion_result.hpp>
+
 #include <sys/types.h>
 
 namespace poetry::test {
@@ -68,7 +70,9 @@ public:
   explicit child(std::vector<std::string> argv, spawn_options options = {});
   child(const child&) = delete;
   child& operator=(const child&) = delete;
-  ~child();  // SIGKILL if still running, then reap
+  // SIGKILL if still running; then the rest of its process group goes too (every child starts a
+  // group of its own: whatever it started and left behind), and the readers stop, bounded.
+  ~child();
 
   pid_t pid() const { return pid_; }
   // Waits until stdout holds a line starting with prefix; returns it (nullopt on timeout or exit).
@@ -78,6 +82,7 @@ public:
   // Waits for the exit; returns the exit status (128+N for a signal), nullopt on timeout.
   std::optional<int> wait(std::chrono::milliseconds bound);
   void signal(int sig);
+  void kill_all();  // SIGKILL to the child and everything in its process group
   void close_stdin();
   void write_stdin(const std::string& data);
   std::string out();  // everything printed so far
@@ -86,11 +91,14 @@ public:
 
 private:
   void collect(int fd, std::string& into, stdout_reader reader);
+  void reap();  // kills what is left of the group, then reaps the ended child
   pid_t pid_ = -1;
   int pidfd_ = -1;
   int stdin_fd_ = -1;
   int stalled_fd_ = -1;  // a stdout pipe nobody reads any more
   std::optional<int> status_;
+  bool reaped_ = false;
+  int stop_fd_ = -1;  // an eventfd: written when the readers must stop
   std::mutex mutex_;
   std::condition_variable changed_;
   std::string out_, err_;
@@ -117,14 +125,21 @@ private:
 };
 
 struct result {
-  int status = -1;  // exit status; -1 if it did not end within the bound
+  int status = -1;  // exit status
   std::string out, err;
   double seconds = 0;
 };
 
-// Runs a program to its end (killing it if it outlives the bound).
-result run(std::vector<std::string> argv, std::chrono::milliseconds bound = 60s, spawn_options options = {});
-result run_client(const std::string& model, std::vector<std::string> args, std::chrono::milliseconds bound = 60s);
+// How long run() gives a program unless told otherwise: the tests' programs take well under a
+// second each, so this is generous on a busy machine, and short enough that a model that leaves
+// a client waiting (a broken exercise) fails its tests fast.
+constexpr std::chrono::milliseconds program_bound = sanitized_build ? 60s : 20s;
+
+// Runs a program to its end. One that outlives the bound is killed (its whole process group) and
+// ends the test case with a failure that names it (BOOST_FAIL).
+result run(std::vector<std::string> argv, std::chrono::milliseconds bound = program_bound, spawn_options options = {});
+result run_client(const std::string& model, std::vector<std::string> args,
+                  std::chrono::milliseconds bound = program_bound);
 
 // A temporary folder, removed with everything in it at the end of the test.
 class temp_dir {
@@ -139,6 +154,10 @@ private:
 };
 
 std::string read_file(const std::string& path);
+
+// For BOOST_TEST(same_bytes(got, poem)): a failure says "got N of M bytes, first difference at byte
+// K", never the bytes themselves (a binary poem in a terminal is noise and colour codes).
+boost::test_tools::assertion_result same_bytes(const std::string& got, const std::string& expected);
 
 // Test poems: ASCII, UTF-8 split across chunks, every byte value, empty, and a large one.
 std::string ascii_poem();

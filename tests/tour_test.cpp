@@ -22,6 +22,14 @@ std::string joined(const std::vector<std::string>& names)
   return list;
 }
 
+// The last lines of a text: the tour's table, for a failure's message (not the whole tour).
+std::string last_lines(const std::string& text, int count)
+{
+  auto at = text.size();
+  for (int i = 0; i <= count && at != std::string::npos && at > 0; ++i) at = text.rfind('\n', at - 1);
+  return at == std::string::npos ? text : text.substr(at + 1);
+}
+
 }  // namespace
 
 BOOST_AUTO_TEST_CASE(the_tour_ends_with_a_table_that_shows_each_model)
@@ -31,8 +39,8 @@ BOOST_AUTO_TEST_CASE(the_tour_ends_with_a_table_that_shows_each_model)
   result r = run({"/bin/bash", source_dir() + "/scripts/tour", "--no-build", "--build-dir", build_dir(), "--models",
                   joined(models()), "--delay", "0.05", "--svg", dir.path()},
                  60s);
-  BOOST_TEST_INFO_SCOPE("stdout:\n" << r.out << "\nstderr:\n" << r.err);
-  BOOST_TEST_REQUIRE(r.status == 0);
+  BOOST_TEST_REQUIRE(r.status == 0, "the tour ended with status " << r.status << ":\n"
+                                                                  << last_lines(r.out, 12) << r.err);
   BOOST_TEST(r.seconds < 60);
 
   // Every line fits 80 columns.
@@ -45,11 +53,12 @@ BOOST_AUTO_TEST_CASE(the_tour_ends_with_a_table_that_shows_each_model)
     {
       std::smatch m;
       std::regex row("\\n  " + model + R"( +([0-9.]+)s +([0-9.]+)s +0\.45s +([0-9.]+) +([0-9.]+)\n)");
-      BOOST_TEST_REQUIRE(std::regex_search(r.out, m, row));
+      BOOST_TEST_REQUIRE(std::regex_search(r.out, m, row), "no table row:\n" << last_lines(r.out, 12));
       for (int ratio : {3, 4}) {
         double value = std::stod(m[ratio]);
-        if (model == "blocking") BOOST_TEST(value > 2.4);
-        else BOOST_TEST(value < 1.6);
+        std::string shown = m[0].str().substr(1, m[0].length() - 2);  // the row, without its line breaks
+        if (model == "blocking") BOOST_TEST(value > 2.4, shown);
+        else BOOST_TEST(value < 1.6, shown);
       }
       for (const char* exp : {"a", "b"}) {
         std::ifstream svg(dir.path() + "/" + model + "-" + exp + ".svg");
@@ -81,13 +90,13 @@ BOOST_AUTO_TEST_CASE(step_mode_prompts_before_each_model_and_blocking_rows_come_
   result r = run({"/bin/bash", source_dir() + "/scripts/tour", "--no-build", "--build-dir", build_dir(), "--models",
                   "blocking", "--delay", "0.05", "--step"},
                  60s);
-  BOOST_TEST_INFO_SCOPE("stdout:\n" << r.out << "\nstderr:\n" << r.err);
-  BOOST_TEST_REQUIRE(r.status == 0);
-  BOOST_TEST(r.err.find("Press Enter for step 1, blocking") != std::string::npos);
+  BOOST_TEST_REQUIRE(r.status == 0, "the tour ended with status " << r.status << ":\n"
+                                                                  << last_lines(r.out, 12) << r.err);
+  BOOST_TEST(r.err.find("Press Enter for step 1, blocking") != std::string::npos, r.err);
   std::regex row(R"(\n  client (\d) +\|[^|]*\| ([0-9.]+)s(?=\n))");
   std::vector<double> ends;
   for (std::sregex_iterator it(r.out.begin(), r.out.end(), row), end; it != end && ends.size() < 3; ++it)
     ends.push_back(std::stod((*it)[2]));
-  BOOST_TEST_REQUIRE(ends.size() == 3u);
+  BOOST_TEST_REQUIRE(ends.size() == 3u, "no three client rows:\n" << r.out);
   BOOST_TEST((ends[0] < ends[1] && ends[1] < ends[2]), ends[0] << " " << ends[1] << " " << ends[2]);
 }
