@@ -6,6 +6,8 @@
 
 #include "harness.hpp"
 
+#include <algorithm>
+
 #include <fstream>
 #include <regex>
 #include <sstream>
@@ -48,6 +50,9 @@ BOOST_AUTO_TEST_CASE(the_tour_ends_with_a_table_that_shows_each_model)
   for (std::string line; std::getline(lines, line);) BOOST_TEST(line.size() <= 80u, line);
 
   // One table row per model: both wall times, the ideal, and the two ratios.
+  // The concurrent models overlap: well under the blocking model's ratio (which a busy machine
+  // stretches as much as theirs), and under 1.6 on a quiet one.
+  double serial[5] = {0, 0, 0, 0, 0};
   for (const auto& model : models()) {
     BOOST_TEST_CONTEXT("model " << model)
     {
@@ -58,7 +63,8 @@ BOOST_AUTO_TEST_CASE(the_tour_ends_with_a_table_that_shows_each_model)
         double value = std::stod(m[ratio]);
         std::string shown = m[0].str().substr(1, m[0].length() - 2);  // the row, without its line breaks
         if (model == "blocking") BOOST_TEST(value > 2.4, shown);
-        else BOOST_TEST(value < 1.6, shown);
+        else BOOST_TEST(value < std::max(1.6, 0.7 * serial[ratio]), shown);
+        if (model == "blocking") serial[ratio] = value;
       }
       for (const char* exp : {"a", "b"}) {
         std::ifstream svg(dir.path() + "/" + model + "-" + exp + ".svg");
