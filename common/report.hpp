@@ -49,10 +49,10 @@ public:
 private:
   void note_dropped();
 
-  std::string queued_;        // whole lines, newline-terminated
-  std::size_t written_ = 0;   // bytes of queued_ already written
-  std::size_t dropped_ = 0;   // lines dropped since the last note
-  bool broken_ = false;       // stdout failed for good
+  std::string queued_;       // whole lines, newline-terminated
+  std::size_t written_ = 0;  // bytes of queued_ already written
+  std::size_t dropped_ = 0;  // lines dropped since the last note
+  bool broken_ = false;      // stdout failed for good
 };
 
 // Server lines (stdout).
@@ -63,6 +63,7 @@ void report_sent(std::size_t bytes, const std::string& peer);
 // The Lost lines never throw: out of memory, the line is dropped and the client is lost all the same.
 void report_lost(std::string_view peer, std::size_t sent, std::size_t total, std::string_view reason) noexcept;
 void report_lost(const endpoint& peer, std::size_t sent, std::size_t total, std::string_view reason) noexcept;
+void report_lost(const sockaddr* peer, std::size_t sent, std::size_t total, std::string_view reason) noexcept;
 void report_lost(std::string_view peer, std::string_view reason) noexcept;  // "Lost PEER: reason"
 void report_shutting_down();  // the last line (blocking and threaded: said by the signal handler)
 
