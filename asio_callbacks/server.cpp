@@ -1,7 +1,8 @@
 // Slow Poetry server, model 4: asio_callbacks. One thread, and the loop belongs to Boost.Asio:
 // io_context::run() waits for the sockets and timers and calls a completion handler when an
 // operation finishes. Each step starts the next operation and returns at once, so a
-// connection's life is a chain of handlers rather than a loop.
+// connection's life is a chain of handlers rather than a loop. The loop writes the status lines
+// too, when stdout can take them (common/asio_stdout.hpp), and sees the signals.
 //
 // The states of one session (one client), and the operation pending in each:
 //
@@ -25,16 +26,17 @@
 //   pending, no handler holds the session, and it is destroyed.
 #include "common/asio.hpp"
 #include "common/asio_listener.hpp"
+#include "common/asio_stdout.hpp"
 #include "common/errors.hpp"
 #include "common/options.hpp"
 #include "common/poem.hpp"
 #include "common/report.hpp"
+#include "common/signals.hpp"
 #include "common/sockets.hpp"
 
 #include <algorithm>
 #include <array>
 #include <chrono>
-#include <csignal>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -52,12 +54,8 @@ using steady_clock = std::chrono::steady_clock;
 // pending operations, each of which holds a shared_ptr to it (self).
 class session : public std::enable_shared_from_this<session> {
 public:
-  session(tcp::socket socket, const std::string& poem, const server_options& options)
-    : socket_(std::move(socket)),
-      timer_(socket_.get_executor()),
-      poem_(poem),
-      options_(options),
-      peer_(peer_name(socket_.native_handle()))
+  session(tcp::socket socket, std::string peer, const std::string& poem, const server_options& options)
+    : socket_(std::move(socket)), timer_(socket_.get_executor()), poem_(poem), options_(options), peer_(std::move(peer))
   {
   }
 
@@ -65,13 +63,37 @@ public:
   // means "cut short".
   void start()
   {
-    report_somebody(peer_);
-    timer_.expires_at(steady_clock::now());  // the first chunk is due at once
-    do_read();
-    do_next();
+    guarded([&] {
+      report_somebody(peer_);
+      timer_.expires_at(steady_clock::now());  // the first chunk is due at once
+      do_read();
+      do_next();
+    });
   }
 
 private:
+  // A completion handler that holds this session (self) and runs member with its results.
+  template <typename... Results>
+  auto handler(void (session::*member)(Results...))
+  {
+    return [self = shared_from_this(), member](Results... results) {
+      self->guarded([&] { (self.get()->*member)(results...); });
+    };
+  }
+
+  // Runs one step. Out of memory (for a status line, or the next operation) costs this client
+  // only: "Lost", and its socket closes with a reset.
+  template <typename Step>
+  void guarded(Step step)
+  {
+    try {
+      step();
+    } catch (const std::exception& e) {
+      report_lost(peer_, sent_, poem_.size(), e.what());
+      close();
+    }
+  }
+
   // What follows a chunk: the next one (the first at once, later ones after the delay), or,
   // when the poem is all sent, the graceful close.
   void do_next()
@@ -91,7 +113,7 @@ private:
   void do_wait()
   {
     timer_.expires_at(std::max(timer_.expiry() + options_.delay, steady_clock::now()));
-    timer_.async_wait([self = shared_from_this()](error_code ec) { self->on_wait(ec); });
+    timer_.async_wait(handler(&session::on_wait));
   }
 
   void on_wait(error_code ec)
@@ -108,8 +130,7 @@ private:
     std::string_view chunk = std::string_view(poem_).substr(sent_, options_.num_bytes);
     if (!options_.quiet) report_sending(chunk.size(), peer_);
     writing_ = true;
-    asio::async_write(socket_, asio::buffer(chunk),
-                      [self = shared_from_this()](error_code ec, std::size_t n) { self->on_write(ec, n); });
+    asio::async_write(socket_, asio::buffer(chunk), handler(&session::on_write));
   }
 
   void on_write(error_code ec, std::size_t n)
@@ -123,13 +144,9 @@ private:
   }
 
   // Reads and discards whatever the client sends, for as long as the session lasts.
-  void do_read()
-  {
-    socket_.async_read_some(asio::buffer(discard_),
-                            [self = shared_from_this()](error_code ec, std::size_t) { self->on_read(ec); });
-  }
+  void do_read() { socket_.async_read_some(asio::buffer(discard_), handler(&session::on_read)); }
 
-  void on_read(error_code ec)
+  void on_read(error_code ec, std::size_t)
   {
     if (!socket_.is_open()) return;  // the session already ended
     if (!ec) return do_read();
@@ -153,7 +170,7 @@ private:
     socket_.shutdown(tcp::socket::shutdown_send, ignored);
     if (client_closed_) return close();
     timer_.expires_after(linger_time);
-    timer_.async_wait([self = shared_from_this()](error_code ec) { self->on_linger(ec); });
+    timer_.async_wait(handler(&session::on_linger));
   }
 
   void on_linger(error_code ec)
@@ -204,18 +221,29 @@ public:
   void start()
   {
     signals_.async_wait([this](error_code ec, int) { on_signal(ec); });
+  }
+
+  // Starts the chain of accepts, first cancelling whatever accept or pause is pending: none at
+  // the start; after an exception has left run(), the accept in flight may have gone with it
+  // (Asio can throw from inside its completion, before on_accept), so the chain starts afresh.
+  void accept()
+  {
+    error_code ignored;
+    acceptor_.cancel(ignored);
+    pause_.cancel();
     do_accept();
   }
 
 private:
   void do_accept()
   {
-    acceptor_.async_accept([this](error_code ec, tcp::socket socket) { on_accept(ec, std::move(socket)); });
+    acceptor_.async_accept(peer_, [this](error_code ec, tcp::socket socket) { on_accept(ec, std::move(socket)); });
   }
 
   void on_accept(error_code ec, tcp::socket socket)
   {
-    if (!acceptor_.is_open()) return;  // shutting down
+    // Closed: the server is shutting down; cancelled: accept() starts afresh.
+    if (!acceptor_.is_open() || ec == asio::error::operation_aborted) return;
     // The client left before we accepted it, or a network error: on to the next at once.
     if (ec && retry_accept_at_once(ec.value())) return do_accept();
     if (ec) {
@@ -224,7 +252,13 @@ private:
       pause_.async_wait([this](error_code pause_ec) { on_pause(pause_ec); });
       return;
     }
-    std::make_shared<session>(std::move(socket), poem_, options_)->start();
+    try {
+      // Named as accept saw it: the client may have reset since (its socket is reset-on-close).
+      std::make_shared<session>(std::move(socket), to_string(peer_.data()), poem_, options_)->start();
+    } catch (const std::exception& e) {
+      // Out of memory: this client's socket closes with a reset; the others go on.
+      report_lost(peer_.data(), 0, poem_.size(), e.what());
+    }
     do_accept();
   }
 
@@ -234,14 +268,13 @@ private:
     do_accept();
   }
 
-  // Ctrl-C or SIGTERM. Stopping the io_context abandons every pending operation at once, so
-  // run() returns and main ends; destroying the io_context then destroys the abandoned
-  // handlers, and with them the last shared_ptr to each session, whose socket closes. No
-  // registry of sessions is needed for that.
+  // Ctrl-C or SIGTERM: no more clients, and the loop stops. Stopping the io_context abandons
+  // every pending operation at once, so run() returns and main says "Shutting down."; destroying
+  // the io_context then destroys the abandoned handlers, and with them the last shared_ptr to
+  // each session, whose socket closes. No registry of sessions is needed for that.
   void on_signal(error_code ec)
   {
     if (ec) return;
-    report_shutting_down();
     error_code ignored;
     acceptor_.close(ignored);
     io_.stop();
@@ -253,6 +286,7 @@ private:
   asio::steady_timer pause_;  // the pause after a failed accept
   const std::string& poem_;
   const server_options& options_;
+  tcp::endpoint peer_;  // where accept puts the client's address
 };
 
 // Runs every session on this one thread until a signal stops the loop.
@@ -261,7 +295,17 @@ void serve(asio::io_context& io, tcp::acceptor& listener, asio::signal_set& sign
 {
   server s(io, listener, signals, poem, options);
   s.start();
-  io.run();  // the event loop: returns only when a signal stops it
+  for (;;) {
+    try {
+      s.accept();
+      io.run();  // the event loop: returns only when a signal stops it
+      return;
+    } catch (const std::exception& e) {
+      // A handler let an exception out (out of memory where no client could take the loss):
+      // Asio passes it on through run(), which may then be called again.
+      report_lost("a handler", e.what());
+    }
+  }
 }
 
 }  // namespace
@@ -273,10 +317,18 @@ int main(int argc, char* argv[])
     if (!options) return 0;
     std::string poem = poetry::load_poem(options->poem_file);
     asio::io_context io(1);  // one thread runs every handler
+    // Status lines wait until the loop sees that stdout can take them.
+    poetry::asio_stdout out(io);
+    poetry::report_to(&out);
     tcp::acceptor listener = poetry::open_listener(io, options->iface, options->port);
-    asio::signal_set signals(io, SIGINT, SIGTERM);  // from here on, a signal is an event for the loop
+    // From here on, a signal is an event for the loop.
+    asio::signal_set signals(io);
+    for (int s : poetry::stop_signals()) signals.add(s);
     poetry::report_serving(options->poem_file, listener.local_endpoint().port());
     serve(io, listener, signals, poem, *options);
+    // The loop has ended: the last line, with a second at most for stdout to take what is left.
+    poetry::report_shutting_down();
+    out.drain(std::chrono::seconds(1));
     return 0;
   });
 }

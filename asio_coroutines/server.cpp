@@ -1,7 +1,9 @@
 // Slow Poetry server, model 6: asio_coroutines. One thread and Asio's loop, as in asio_callbacks,
 // but each client is served by a coroutine that reads like the blocking server's loop: write a
 // chunk, wait for the delay, write the next. Each co_await suspends this coroutine only; the
-// loop runs the other clients meanwhile and resumes it when its operation has finished.
+// loop runs the other clients meanwhile and resumes it when its operation has finished. The loop
+// writes the status lines too, when stdout can take them (common/asio_stdout.hpp), and sees the
+// signals.
 //
 // One connection, two coroutines on its socket:
 //
@@ -15,16 +17,17 @@
 //   shows there too, at the next write.
 #include "common/asio.hpp"
 #include "common/asio_listener.hpp"
+#include "common/asio_stdout.hpp"
 #include "common/errors.hpp"
 #include "common/options.hpp"
 #include "common/poem.hpp"
 #include "common/report.hpp"
+#include "common/signals.hpp"
 #include "common/sockets.hpp"
 
 #include <algorithm>
 #include <array>
 #include <chrono>
-#include <csignal>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -59,10 +62,9 @@ asio::awaitable<void> discard_input(std::shared_ptr<connection> client)
 }
 
 // Sends the poem to one client, a chunk every delay, then closes gracefully.
-asio::awaitable<void> send_poem(std::shared_ptr<connection> client, const std::string& poem,
+asio::awaitable<void> send_poem(std::shared_ptr<connection> client, std::string peer, const std::string& poem,
                                 const server_options& options)
 {
-  std::string peer = peer_name(client->socket.native_handle());  // reset-on-close since accept (open_listener)
   std::size_t sent = 0;
   error_code ec;
   try {
@@ -88,8 +90,8 @@ asio::awaitable<void> send_poem(std::shared_ptr<connection> client, const std::s
     }
     report_sent(sent, peer);
   } catch (const std::exception& e) {
-    // Out of memory, most likely: this client is cut short (its socket closes with a reset),
-    // not the server.
+    // Out of memory (for a status line, or the next operation): this client is cut short (its
+    // socket closes with a reset), not the server.
     report_lost(peer, sent, poem.size(), e.what());
     client->socket.close(ec);
     co_return;
@@ -108,36 +110,48 @@ asio::awaitable<void> send_poem(std::shared_ptr<connection> client, const std::s
 
 // Accepts clients and starts a coroutine for each; every coroutine then runs on its own, so a
 // slow client delays nobody else.
-asio::awaitable<void> accept_clients(tcp::acceptor& acceptor, const std::string& poem, const server_options& options)
+asio::awaitable<void> accept_clients(tcp::acceptor& acceptor, asio::steady_timer& pause, const std::string& poem,
+                                     const server_options& options)
 {
-  asio::steady_timer pause(acceptor.get_executor());  // the pause after a failed accept
+  tcp::endpoint peer;  // where accept puts the client's address
   for (;;) {
     error_code ec;
-    tcp::socket client = co_await acceptor.async_accept(into(ec));  // only this coroutine waits
-    // Closed: the server is shutting down.
-    if (!acceptor.is_open()) co_return;
-    // The client left before we accepted it, or a network error: on to the next at once.
-    if (ec && retry_accept_at_once(ec.value())) continue;
-    if (ec) {
-      // Anything else (out of descriptors or memory): wait a moment for some to be freed.
-      pause.expires_after(accept_pause);
-      co_await pause.async_wait(into(ec));
-      continue;
+    bool accepted = false;
+    try {
+      tcp::socket client = co_await acceptor.async_accept(peer, into(ec));  // only this coroutine waits
+      // Closed: the server is shutting down; cancelled: serve() starts afresh.
+      if (!acceptor.is_open() || ec == asio::error::operation_aborted) co_return;
+      // The client left before we accepted it, or a network error: on to the next at once.
+      if (ec && retry_accept_at_once(ec.value())) continue;
+      if (ec) {
+        // Anything else (out of descriptors or memory): wait a moment for some to be freed.
+        pause.expires_after(accept_pause);
+        co_await pause.async_wait(into(ec));
+        if (ec) co_return;  // cancelled: serve() starts afresh
+        continue;
+      }
+      accepted = true;
+      // Named as accept saw it: the client may have reset since (its socket is reset-on-close).
+      asio::co_spawn(acceptor.get_executor(),
+                     send_poem(std::make_shared<connection>(std::move(client)), to_string(peer.data()), poem, options),
+                     asio::detached);
+    } catch (const std::exception& e) {
+      // Out of memory, for this client (its socket closes with a reset) or for the next accept
+      // (tried again at once); the others go on.
+      if (accepted) report_lost(peer.data(), 0, poem.size(), e.what());
     }
-    asio::co_spawn(acceptor.get_executor(), send_poem(std::make_shared<connection>(std::move(client)), poem, options),
-                   asio::detached);
   }
 }
 
-// Ctrl-C or SIGTERM. Stopping the io_context abandons every suspended coroutine at once, so
-// run() returns and main ends; destroying the io_context then destroys the abandoned
-// coroutines, and with them the last shared_ptr to each connection, whose socket closes.
+// Ctrl-C or SIGTERM: no more clients, and the loop stops. Stopping the io_context abandons every
+// suspended coroutine at once, so run() returns and main says "Shutting down."; destroying the
+// io_context then destroys the abandoned coroutines, and with them the last shared_ptr to each
+// connection, whose socket closes.
 asio::awaitable<void> stop_on_signal(asio::io_context& io, asio::signal_set& signals, tcp::acceptor& acceptor)
 {
   error_code ec;
   co_await signals.async_wait(into(ec));
   if (ec) co_return;
-  report_shutting_down();
   acceptor.close(ec);
   io.stop();
 }
@@ -147,8 +161,24 @@ void serve(asio::io_context& io, tcp::acceptor& listener, asio::signal_set& sign
            const server_options& options)
 {
   asio::co_spawn(io, stop_on_signal(io, signals, listener), asio::detached);
-  asio::co_spawn(io, accept_clients(listener, poem, options), asio::detached);
-  io.run();  // the event loop: returns only when a signal stops it
+  asio::steady_timer pause(io);  // the pause after a failed accept
+  for (;;) {
+    try {
+      // The accept loop, first ending the one before, if any: after an exception has left run(),
+      // its accept in flight may have gone with it (Asio can throw from inside its completion,
+      // before the coroutine resumes), so the loop starts afresh.
+      error_code ignored;
+      listener.cancel(ignored);
+      pause.cancel();
+      asio::co_spawn(io, accept_clients(listener, pause, poem, options), asio::detached);
+      io.run();  // the event loop: returns only when a signal stops it
+      return;
+    } catch (const std::exception& e) {
+      // A handler let an exception out (out of memory where no client could take the loss):
+      // Asio passes it on through run(), which may then be called again.
+      report_lost("a handler", e.what());
+    }
+  }
 }
 
 }  // namespace
@@ -160,10 +190,18 @@ int main(int argc, char* argv[])
     if (!options) return 0;
     std::string poem = poetry::load_poem(options->poem_file);
     asio::io_context io(1);  // one thread runs every coroutine
+    // Status lines wait until the loop sees that stdout can take them.
+    poetry::asio_stdout out(io);
+    poetry::report_to(&out);
     tcp::acceptor listener = poetry::open_listener(io, options->iface, options->port);
-    asio::signal_set signals(io, SIGINT, SIGTERM);  // from here on, a signal is an event for the loop
+    // From here on, a signal is an event for the loop.
+    asio::signal_set signals(io);
+    for (int s : poetry::stop_signals()) signals.add(s);
     poetry::report_serving(options->poem_file, listener.local_endpoint().port());
     serve(io, listener, signals, poem, *options);
+    // The loop has ended: the last line, with a second at most for stdout to take what is left.
+    poetry::report_shutting_down();
+    out.drain(std::chrono::seconds(1));
     return 0;
   });
 }

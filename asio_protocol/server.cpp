@@ -13,19 +13,22 @@
 //
 // data_received has nothing to do (the Transport reads and drops what the client sends), and
 // the client's end of stream only means it has nothing more to say. With --pull, the server
-// speaks another dialogue, a chunk per request: PullPoetryServerProtocol (pull.hpp).
+// speaks another dialogue, a chunk per request: PullPoetryServerProtocol (pull.hpp). The loop
+// writes the status lines too, when stdout can take them (common/asio_stdout.hpp), and sees the
+// signals.
 #include "asio_protocol/protocol.hpp"
 #include "asio_protocol/pull.hpp"
 #include "common/asio.hpp"
+#include "common/asio_stdout.hpp"
 #include "common/errors.hpp"
 #include "common/options.hpp"
 #include "common/poem.hpp"
 #include "common/report.hpp"
+#include "common/signals.hpp"
 #include "common/sockets.hpp"
 
 #include <algorithm>
 #include <chrono>
-#include <csignal>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -126,12 +129,12 @@ private:
 // Runs every connection on this one thread until a signal stops the loop.
 void serve(asio::io_context& io, proto::Server& listener, asio::signal_set& signals)
 {
-  // Ctrl-C or SIGTERM. Stopping the io_context abandons every pending operation at once, so
-  // run() returns and main ends; destroying the io_context then destroys the abandoned
-  // handlers, and with them the last shared_ptr to each Transport, whose socket closes.
+  // Ctrl-C or SIGTERM: no more clients, and the loop stops. Stopping the io_context abandons
+  // every pending operation at once, so run() returns and main says "Shutting down.";
+  // destroying the io_context then destroys the abandoned handlers, and with them the last
+  // shared_ptr to each Transport, whose socket closes.
   signals.async_wait([&](error_code ec, int) {
     if (ec) return;
-    report_shutting_down();
     listener.close();
     io.stop();
   });
@@ -147,6 +150,9 @@ int main(int argc, char* argv[])
     if (!options) return 0;
     std::string poem = poetry::load_poem(options->poem_file);
     asio::io_context io(1);  // one thread runs every handler
+    // Status lines wait until the loop sees that stdout can take them.
+    poetry::asio_stdout out(io);
+    poetry::report_to(&out);
     // The factory: one protocol per connection, all sharing the one poem. A client sends little
     // (nothing, or "poems"): each connection reads 512 bytes at a time, not the layer's 64 KiB.
     auto listener = proto::listen(
@@ -156,9 +162,14 @@ int main(int argc, char* argv[])
         return std::make_unique<PoetryServerProtocol>(poem, *options);
       },
       512);
-    asio::signal_set signals(io, SIGINT, SIGTERM);  // from here on, a signal is an event for the loop
+    // From here on, a signal is an event for the loop.
+    asio::signal_set signals(io);
+    for (int s : poetry::stop_signals()) signals.add(s);
     poetry::report_serving(options->poem_file, listener->port());
     serve(io, *listener, signals);
+    // The loop has ended: the last line, with a second at most for stdout to take what is left.
+    poetry::report_shutting_down();
+    out.drain(std::chrono::seconds(1));
     return 0;
   });
 }

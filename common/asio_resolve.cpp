@@ -1,6 +1,10 @@
 #include "common/asio_resolve.hpp"
 
 #include <cstring>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <system_error>
 #include <thread>
 
 #include <netdb.h>
@@ -22,11 +26,70 @@ const boost::system::error_category& resolve_category()
 }
 
 namespace detail {
+namespace {
+
+// The lookups waiting for a thread, and the threads that run them: at most max_threads at once,
+// each taking lookup after lookup until none is left, then ending. So a thousand slow names
+// cost four threads, not a thousand; the names behind them wait their turn.
+class lookup_threads {
+public:
+  static constexpr unsigned max_threads = 4;
+
+  // The one queue of the process, never destroyed: at exit its threads may still be in
+  // getaddrinfo, and the kernel ends them with the process.
+  static lookup_threads& get()
+  {
+    static lookup_threads* threads = new lookup_threads;
+    return *threads;
+  }
+
+  // Queues lookup, and starts a thread for it if fewer than max_threads run. Throws
+  // std::system_error if no thread runs and none could start (the lookup is then not queued).
+  void submit(std::function<void()> lookup)
+  {
+    std::lock_guard lock(mutex_);
+    queue_.push_back(std::move(lookup));
+    if (running_ == max_threads) return;
+    try {
+      std::thread([this] { run(); }).detach();
+      ++running_;
+    } catch (...) {
+      if (running_ > 0) return;  // a running thread will take it
+      queue_.pop_back();
+      throw;
+    }
+  }
+
+private:
+  void run()
+  {
+    std::unique_lock lock(mutex_);
+    while (!queue_.empty()) {
+      std::function<void()> lookup = std::move(queue_.front());
+      queue_.pop_front();
+      lock.unlock();
+      lookup();
+      lock.lock();
+    }
+    --running_;
+  }
+
+  std::mutex mutex_;
+  std::deque<std::function<void()>> queue_;
+  unsigned running_ = 0;
+};
+
+}  // namespace
 
 void start_lookup(asio::io_context& io, std::shared_ptr<resolve_slot> slot, std::string host, std::uint16_t port)
 {
   std::shared_ptr<resolve_gate> gate = asio::use_service<resolve_service>(io).gate();
   auto lookup = [&io, slot, gate, host = std::move(host), port] {
+    // Its io_context is gone: nobody waits for this name any more.
+    {
+      std::lock_guard lock(gate->mutex);
+      if (!gate->open) return;
+    }
     error_code ec;
     std::vector<tcp::endpoint> results;
     try {
@@ -51,7 +114,7 @@ void start_lookup(asio::io_context& io, std::shared_ptr<resolve_slot> slot, std:
     });
   };
   try {
-    std::thread(std::move(lookup)).detach();
+    lookup_threads::get().submit(std::move(lookup));
   } catch (const std::system_error& e) {
     // No thread for the lookup: it fails at once, with the reason.
     asio::post(io, [slot, ec = error_code(e.code().value(), boost::system::system_category())] {

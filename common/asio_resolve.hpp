@@ -2,11 +2,12 @@
 // fallback, the same messages, such as "Name or service not known") as an Asio operation.
 //
 // Asio's own tcp::resolver runs every lookup of an io_context on one helper thread, one after
-// another, so one slow name holds up every other task's lookup. Here each lookup runs on a
-// thread of its own -- plumbing, like the helper thread Asio uses -- and its result comes back
-// to the io_context as a completion, in the usual Asio way: a handler, or co_await with
-// use_awaitable. A lookup still running when it is cancelled, or when its io_context is
-// destroyed, is abandoned: its thread finishes alone and delivers nothing.
+// another, so one slow name holds up every other task's lookup. Here lookups run on up to four
+// threads at once -- plumbing, like the helper thread Asio uses -- started as lookups come and
+// ending when none is left, and each result comes back to the io_context as a completion, in
+// the usual Asio way: a handler, or co_await with use_awaitable. A lookup still running when it
+// is cancelled, or when its io_context is destroyed, is abandoned: its thread finishes it alone
+// and delivers nothing. If no thread can start, the lookup fails at once with the reason.
 #pragma once
 
 #include "common/address.hpp"
@@ -59,14 +60,14 @@ struct resolve_slot {
   std::unique_ptr<resolve_completion> completion;
 };
 
-// Runs resolve(host, port) on a new thread and posts the result to io, unless the gate has
+// Runs resolve(host, port) on a lookup thread and posts the result to io, unless the gate has
 // closed meanwhile; the slot then decides whether anyone still waits for it.
 void start_lookup(boost::asio::io_context& io, std::shared_ptr<resolve_slot> slot, std::string host,
                   std::uint16_t port);
 
 }  // namespace detail
 
-// Looks names up, one thread per lookup, one lookup at a time per resolver (as tcp::resolver).
+// Looks names up on the lookup threads, one lookup at a time per resolver (as tcp::resolver).
 // Destroy it before its io_context.
 class resolver {
 public:

@@ -189,8 +189,13 @@ void report_lost(std::string_view peer, std::size_t sent, std::size_t total, std
 
 void report_lost(const endpoint& peer, std::size_t sent, std::size_t total, std::string_view reason) noexcept
 {
+  report_lost(peer.get(), sent, total, reason);
+}
+
+void report_lost(const sockaddr* peer, std::size_t sent, std::size_t total, std::string_view reason) noexcept
+{
   try {
-    report_lost(to_string(peer.get()), sent, total, reason);
+    report_lost(to_string(peer), sent, total, reason);
   } catch (...) {
     // As above.
   }

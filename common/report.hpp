@@ -65,6 +65,7 @@ void report_sent(std::size_t bytes, const std::string& peer);
 // The Lost lines never throw: out of memory, the line is dropped and the client is lost all the same.
 void report_lost(std::string_view peer, std::size_t sent, std::size_t total, std::string_view reason) noexcept;
 void report_lost(const endpoint& peer, std::size_t sent, std::size_t total, std::string_view reason) noexcept;
+void report_lost(const sockaddr* peer, std::size_t sent, std::size_t total, std::string_view reason) noexcept;
 void report_lost(std::string_view peer, std::string_view reason) noexcept;  // "Lost PEER: reason"
 void report_shutting_down();  // the last line (blocking and threaded: said by the signal handler)
 

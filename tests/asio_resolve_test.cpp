@@ -9,8 +9,13 @@
 #include "common/asio_resolve.hpp"
 
 #include <chrono>
+#include <csignal>
 #include <cstdlib>
+#include <memory>
 #include <string>
+#include <vector>
+
+#include <unistd.h>
 
 namespace asio = boost::asio;
 using boost::system::error_code;
@@ -126,4 +131,62 @@ BOOST_AUTO_TEST_CASE(an_io_context_may_end_under_a_running_lookup)
               {build_dir() + "/tests/asio_resolve_test", "--run_test=an_io_context_may_end_under_a_running_lookup"});
   auto r = run(argv, 30s);
   BOOST_TEST(r.status == 0, r.out << r.err);  // no crash, no sanitizer report
+}
+
+BOOST_AUTO_TEST_CASE(a_thousand_slow_names_take_four_threads)
+{
+  if (std::getenv("POETRY_SLOW_NAME") != nullptr) {
+    asio::io_context io;
+    std::vector<std::unique_ptr<poetry::resolver>> resolvers;
+    std::size_t aborted = 0;
+    for (int i = 0; i < 1000; ++i) {
+      resolvers.push_back(std::make_unique<poetry::resolver>(io));
+      resolvers.back()->async_resolve("slow.poetry.test", 10000, [&](error_code ec, auto) {
+        if (ec == asio::error::operation_aborted) ++aborted;
+      });
+    }
+    // Every lookup is queued or running: this thread and four lookup threads, each in a lookup
+    // that takes four seconds.
+    BOOST_TEST(status_field(::getpid(), "Threads") == 5);
+    for (auto& r : resolvers) r->cancel();
+    io.run();
+    BOOST_TEST(aborted == 1000u);
+    return;
+  }
+  auto argv = with_faults({"POETRY_SLOW_NAME=slow.poetry.test"});
+  argv.insert(argv.end(),
+              {build_dir() + "/tests/asio_resolve_test", "--run_test=a_thousand_slow_names_take_four_threads"});
+  auto r = run(argv, 30s);
+  BOOST_TEST(r.status == 0, r.out << r.err);
+  BOOST_TEST(r.seconds < 3.0);  // nobody waited for the lookups
+}
+
+BOOST_AUTO_TEST_CASE(a_lookup_without_a_thread_fails_with_the_reason)
+{
+  if (std::getenv("POETRY_FAIL") != nullptr) {
+    ::raise(SIGUSR1);  // tests/faults.cpp: the next thread start fails with EAGAIN
+    asio::io_context io;
+    poetry::resolver resolver(io);
+    error_code result;
+    resolver.async_resolve("127.0.0.1", 10000, [&](error_code ec, auto) { result = ec; });
+    io.run();
+    BOOST_TEST(result == boost::system::errc::resource_unavailable_try_again, result.message());
+    // The next lookup gets its thread.
+    poetry::resolver::results_type endpoints;
+    resolver.async_resolve("127.0.0.1", 10000, [&](error_code ec, poetry::resolver::results_type r) {
+      result = ec;
+      endpoints = std::move(r);
+    });
+    io.restart();
+    io.run();
+    BOOST_TEST(!result);
+    BOOST_TEST(endpoints.size() == 1u);
+    return;
+  }
+  auto argv = with_faults({"POETRY_FAIL=thread:0"});
+  argv.insert(argv.end(),
+              {build_dir() + "/tests/asio_resolve_test", "--run_test=a_lookup_without_a_thread_fails_with_the_reason"});
+  auto r = run(argv, 30s);
+  BOOST_TEST(r.status == 0, r.out << r.err);
+  BOOST_TEST(r.err.find("faults: failed thread") != std::string::npos, r.err);
 }
