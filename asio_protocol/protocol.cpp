@@ -88,6 +88,7 @@ bool Transport::start(tcp::socket socket, std::size_t read_size, const ProtocolF
   try {
     self.reset(new Transport(std::move(socket), read_size));
     self->protocol_ = factory();
+    connections_of(self->socket_.get_executor()).live.insert(self);
   } catch (...) {
     // No Protocol, no connection. (A server's socket is reset-on-close from accept on,
     // common/asio_listener.hpp, so its peer sees a reset.)
@@ -97,9 +98,10 @@ bool Transport::start(tcp::socket socket, std::size_t read_size, const ProtocolF
   // From here on the Protocol decides: a connection closes gracefully, as in asyncio, unless
   // its Protocol marks it (the poetry servers' do).
   poetry::set_reset_on_close(self->socket_.native_handle(), false);
-  connections_of(self->socket_.get_executor()).live.insert(self);
-  self->guard([&] { self->protocol_->connection_made(*self); });
-  if (self->state_ != state::ended) self->do_read();
+  self->guard([&] {
+    self->protocol_->connection_made(*self);
+    if (self->state_ != state::ended) self->do_read();
+  });
   return true;
 }
 

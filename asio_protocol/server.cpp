@@ -138,7 +138,17 @@ void serve(asio::io_context& io, proto::Server& listener, asio::signal_set& sign
     listener.close();
     io.stop();
   });
-  io.run();  // the event loop: returns only when a signal stops it
+  for (;;) {
+    try {
+      io.run();  // the event loop: returns only when a signal stops it
+      return;
+    } catch (const std::exception& e) {
+      // A handler let an exception out (out of memory where no connection could take the loss):
+      // Asio passes it on through run(), which may then be called again.
+      report_lost("a handler", e.what());
+      listener.restart();
+    }
+  }
 }
 
 }  // namespace

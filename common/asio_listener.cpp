@@ -58,6 +58,14 @@ void accept_loop::close()
   pause_.cancel();
 }
 
+void accept_loop::restart()
+{
+  error_code ignored;
+  acceptor_.cancel(ignored);
+  pause_.cancel();
+  do_accept();
+}
+
 void accept_loop::do_accept()
 {
   acceptor_.async_accept(
@@ -77,7 +85,12 @@ void accept_loop::on_accept(const error_code& ec, tcp::socket socket)
     });
     return;
   }
-  on_accept_(std::move(socket));
+  try {
+    on_accept_(std::move(socket));
+  } catch (...) {
+    // Out of memory for this client: its socket, reset-on-close from accept on, closes with a
+    // reset, and the others go on.
+  }
   do_accept();
 }
 

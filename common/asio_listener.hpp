@@ -30,6 +30,9 @@ public:
   static std::shared_ptr<accept_loop> start(boost::asio::ip::tcp::acceptor acceptor, handler on_accept);
   std::uint16_t port() const;  // the port bound (port 0 picks a free one)
   void close();                // stops accepting; what was accepted goes on
+  // Accepts afresh: after an exception has left io_context::run(), the accept in flight may
+  // have gone with it (Asio can fail inside an accept's completion, before the handler runs).
+  void restart();
 
 private:
   accept_loop(boost::asio::ip::tcp::acceptor acceptor, handler on_accept);
