@@ -45,7 +45,7 @@ unique_fd connect_raw(std::uint16_t port)
 int thread_count(pid_t pid) { return static_cast<int>(status_field(pid, "Threads")); }
 
 // The threads a server runs besides those it makes for clients: the blocking server's, idle (its
-// one thread and common/'s helpers, which every model has).
+// one thread: common/ starts none).
 int idle_threads(const std::string& poem_file)
 {
   server idle("blocking", poem_file, {"-q"});
@@ -335,7 +335,7 @@ void check_two_threads(const std::string& model)
                        << occurrences(s.process().out(), "Lost ") << " of them");
 
   // Both threads of the loop ran handlers: the second busiest thread used at least a quarter of
-  // the busiest's CPU time (on one thread, the next is common/'s status line writer, near 0).
+  // the busiest's CPU time (with the loop on one thread, no other thread does any of the work).
   std::vector<double> cpu = thread_cpu_seconds(s.process().pid());
   std::ostringstream shares;
   for (double seconds : cpu) shares << " " << seconds;
