@@ -58,7 +58,10 @@ BOOST_AUTO_TEST_CASE(starts_processes_and_waits_to_be_interrupted, *boost::unit_
 
 BOOST_DATA_TEST_CASE(an_interrupted_test_leaves_no_process_behind, bdata::make({SIGINT, SIGTERM, SIGHUP}), sig)
 {
-  child test({build_dir() + "/tests/harness_test", "--run_test=starts_processes_and_waits_to_be_interrupted"});
+  // Its own log stays quiet whatever scripts/test asks of this one (BOOST_TEST_LOG_LEVEL): only
+  // the "ready" line is wanted from it.
+  child test({"/usr/bin/env", "BOOST_TEST_LOG_LEVEL=error", build_dir() + "/tests/harness_test",
+              "--run_test=starts_processes_and_waits_to_be_interrupted"});
   auto ready = test.wait_for_line("ready ", 45s);  // a server and a script start: 45 s on a very busy machine
   BOOST_TEST_REQUIRE(ready.has_value(), "the interrupted test never got its processes going: " << test.err());
   std::istringstream pids(ready->substr(6));
