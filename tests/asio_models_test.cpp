@@ -55,21 +55,6 @@ std::string port_of(child& c) { return std::to_string(std::stoi(c.out().substr(c
 // The threads of a running process: the entries of /proc/PID/task.
 std::size_t threads_of(pid_t pid) { return static_cast<std::size_t>(status_field(pid, "Threads")); }
 
-// The file status flags of a process's descriptor, from the octal "flags:" line of /proc/PID/fdinfo/FD.
-long file_flags(pid_t pid, int fd)
-{
-  std::ifstream in("/proc/" + std::to_string(pid) + "/fdinfo/" + std::to_string(fd));
-  std::string key;
-  while (in >> key) {
-    if (key == "flags:") {
-      std::string octal;
-      in >> octal;
-      return std::stol(octal, nullptr, 8);
-    }
-  }
-  return -1;
-}
-
 // A connection to 127.0.0.1:port whose reads give up after bound.
 unique_fd connect_within(std::uint16_t port, std::chrono::seconds bound)
 {

@@ -521,6 +521,14 @@ bool poll_until(const std::function<bool()>& condition, std::chrono::millisecond
   return true;
 }
 
+long file_flags(pid_t pid, int fd)
+{
+  std::ifstream info("/proc/" + std::to_string(pid) + "/fdinfo/" + std::to_string(fd));
+  for (std::string line; std::getline(info, line);)
+    if (line.rfind("flags:", 0) == 0) return std::stol(line.substr(6), nullptr, 8);
+  return -1;
+}
+
 std::string faults_library() { return build_dir() + "/tests/libpoetry_faults.so"; }
 
 std::vector<std::string> with_faults(const std::vector<std::string>& variables)

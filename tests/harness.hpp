@@ -183,6 +183,10 @@ std::vector<double> thread_cpu_seconds(pid_t pid);
 // e.g. a size in KiB; 0 once the process has gone.
 long status_field(pid_t pid, const std::string& name);
 
+// The file status flags of a process's descriptor (the octal "flags:" line of
+// /proc/PID/fdinfo/FD, e.g. to see O_NONBLOCK); -1 if it cannot be read.
+long file_flags(pid_t pid, int fd);
+
 // Peak resident memory of a running process (VmHWM in /proc/PID/status), in KiB.
 long peak_kib(pid_t pid);
 

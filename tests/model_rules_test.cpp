@@ -43,15 +43,6 @@ std::vector<unique_fd> connect_many(std::uint16_t port, int n)
   return all;
 }
 
-// The file status flags of a process's descriptor (the "flags:" line of /proc/PID/fdinfo/FD, octal).
-long file_flags(pid_t pid, int fd)
-{
-  std::ifstream info("/proc/" + std::to_string(pid) + "/fdinfo/" + std::to_string(fd));
-  for (std::string line; std::getline(info, line);)
-    if (line.rfind("flags:", 0) == 0) return std::stol(line.substr(6), nullptr, 8);
-  return -1;
-}
-
 // True while some thread of the process is inside write(2) on its stdout (/proc/PID/task/T/syscall
 // starts with the call's number and its first argument).
 bool writing_stdout(pid_t pid)
