@@ -50,6 +50,16 @@ struct connection {
   bool lingering = false;    // the poem is sent: the reader's end cuts the linger short
 };
 
+// Closes a socket when it goes out of scope (with the reset-on-close mark still set, a reset).
+struct closes_at_end {
+  tcp::socket& socket;
+  ~closes_at_end()
+  {
+    error_code ignored;
+    socket.close(ignored);
+  }
+};
+
 // Reads and discards whatever the client sends, until its stream ends (or a reset, or our
 // close). Then the client has closed: if we are lingering, we need wait no longer.
 asio::awaitable<void> discard_input(std::shared_ptr<connection> client)
@@ -65,6 +75,10 @@ asio::awaitable<void> discard_input(std::shared_ptr<connection> client)
 asio::awaitable<void> send_poem(std::shared_ptr<connection> client, std::string peer, const std::string& poem,
                                 const server_options& options)
 {
+  // However this coroutine ends, the socket closes with it, and the reader's read ends: also when
+  // its frame is destroyed without being resumed (an exception that left io.run() took the
+  // handler that held it), which would otherwise leave the client waiting for ever.
+  closes_at_end closer{client->socket};
   std::size_t sent = 0;
   error_code ec;
   try {
@@ -73,8 +87,9 @@ asio::awaitable<void> send_poem(std::shared_ptr<connection> client, std::string 
     client->timer.expires_at(steady_clock::now());
     while (sent < poem.size()) {
       // The first chunk goes at once; each later one is due a delay after the previous one was
-      // due, so time spent on other clients does not add up over a poem.
-      if (sent > 0) {
+      // due, so time spent on other clients does not add up over a poem. At --delay 0 the next
+      // chunk goes at once, with no timer.
+      if (sent > 0 && options.delay != std::chrono::nanoseconds::zero()) {
         client->timer.expires_at(std::max(client->timer.expiry() + options.delay, steady_clock::now()));
         co_await client->timer.async_wait(into(ec));  // this waits, but only this client waits
       }
@@ -84,8 +99,7 @@ asio::awaitable<void> send_poem(std::shared_ptr<connection> client, std::string 
       sent += co_await asio::async_write(client->socket, asio::buffer(chunk), into(ec));
       if (ec) {
         report_lost(peer, sent, poem.size(), ec.message());
-        client->socket.close(ec);  // a reset, and the reader's read ends
-        co_return;
+        co_return;  // the closer resets the connection
       }
     }
     report_sent(sent, peer);
@@ -93,11 +107,10 @@ asio::awaitable<void> send_poem(std::shared_ptr<connection> client, std::string 
     // Out of memory (for a status line, or the next operation): this client is cut short (its
     // socket closes with a reset), not the server.
     report_lost(peer, sent, poem.size(), e.what());
-    client->socket.close(ec);
     co_return;
   }
   // The graceful close: half-close, wait until the reader sees the client close (or the
-  // linger time passes), then close.
+  // linger time passes); then the closer closes.
   set_reset_on_close(client->socket.native_handle(), false);
   client->socket.shutdown(tcp::socket::shutdown_send, ec);
   client->lingering = true;
@@ -105,7 +118,6 @@ asio::awaitable<void> send_poem(std::shared_ptr<connection> client, std::string 
     client->timer.expires_after(linger_time);
     co_await client->timer.async_wait(into(ec));
   }
-  client->socket.close(ec);
 }
 
 // Accepts clients and starts a coroutine for each; every coroutine then runs on its own, so a
