@@ -99,9 +99,13 @@ asio::awaitable<void> connect(connection& c, const resolver::results_type& addre
     c.made_progress(options);
     c.socket.close(ec);
     co_await c.socket.async_connect(to, into(ec));  // opens the socket for to's family first
-    if (!ec) co_return;
+    if (!ec) {
+      c.made_progress(options);  // connected: progress, as a chunk is
+      co_return;
+    }
+    if (c.timed_out) ec = asio::error::timed_out;  // no answer within the --timeout
   }
-  throw std::runtime_error(c.reason(ec));
+  throw std::runtime_error(ec.message());
 }
 
 // Downloads one poem and sets ok when it arrived whole.

@@ -120,12 +120,6 @@ private:
   bool ended_ = false;
 };
 
-// Why connect() failed; its timeout is the --timeout, in the same words as later on.
-std::string describe(const error_code& ec)
-{
-  return ec == asio::error::timed_out ? "no progress for the --timeout (timed out)" : ec.message();
-}
-
 // Starts downloading one poem: connect() resolves and connects, and the protocol it makes
 // once connected does the rest.
 void get_poem(asio::io_context& io, int task, const address& from, const client_options& options, poem_output& output,
@@ -138,7 +132,7 @@ void get_poem(asio::io_context& io, int task, const address& from, const client_
     [=, &from, &options, &output, &ok] {
       return std::make_unique<PoetryClientProtocol>(task, from, clock, options, output, ok);
     },
-    [task, &from](const error_code& ec) { report_task_failed(task, from, describe(ec)); }, options.timeout);
+    [task, &from](const error_code& ec) { report_task_failed(task, from, ec.message()); }, options.timeout);
 }
 
 }  // namespace

@@ -85,7 +85,7 @@ BOOST_AUTO_TEST_CASE(a_connect_that_never_completes_is_given_up_after_the_timeou
   auto r = run_client("asio_coroutines", {"-q", "-t", "0.5", std::to_string(port), s.address()}, 30s);
   BOOST_TEST(r.status == 1, r.err);
   BOOST_TEST(r.err.find("Task 1: failed to get poetry from 127.0.0.1:" + std::to_string(port) +
-                        ": no progress for the --timeout (timed out)") != std::string::npos,
+                        ": Connection timed out") != std::string::npos,  // as every client says
              r.err);
   BOOST_TEST(same_bytes(r.out, poem));  // the other task is not held up
   BOOST_TEST(r.seconds < 10.0);         // the kernel itself would retry the handshake for minutes

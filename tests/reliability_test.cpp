@@ -11,9 +11,12 @@
 #include "common/sockets.hpp"
 
 #include <csignal>
+#include <cstdio>
+#include <sstream>
 #include <thread>
 
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 
 namespace bdata = boost::unit_test::data;
@@ -378,6 +381,70 @@ BOOST_DATA_TEST_CASE(a_silent_server_is_given_up_after_the_timeout, bdata::make(
   BOOST_TEST(r.seconds >= 0.9);
   BOOST_TEST(r.err.find("Task 1: failed to get poetry from 127.0.0.1:" + port + ": ") != std::string::npos, r.err);
   BOOST_TEST(r.err.find("time") != std::string::npos, r.err);  // says it timed out
+}
+
+// A listener whose accept queue is full (a backlog of 0 holds one connection, and one waits in
+// it): the kernel drops every further SYN, so a client's connect gets no answer until the queue
+// has room and its SYN is sent again (after about a second).
+struct full_listener {
+  unique_fd fd = poetry::listen_on("127.0.0.1", 0);
+  std::uint16_t port = poetry::local_port(fd.get());
+  unique_fd waiting;
+  full_listener()
+  {
+    BOOST_TEST_REQUIRE(::listen(fd.get(), 0) == 0);
+    waiting = connect_raw("127.0.0.1", port);
+  }
+  // Whether a socket of this machine is in SYN_SENT towards the port (from /proc/net/tcp).
+  bool syn_sent_to() const
+  {
+    std::istringstream table(read_file("/proc/net/tcp"));
+    std::string line;
+    std::getline(table, line);  // the header
+    char remote[32];
+    std::snprintf(remote, sizeof remote, ":%04X", static_cast<unsigned>(port));
+    while (std::getline(table, line)) {
+      std::istringstream fields(line);
+      std::string slot, local, rem, state;
+      fields >> slot >> local >> rem >> state;
+      if (rem.size() > 5 && rem.substr(rem.size() - 5) == remote && state == "02") return true;
+    }
+    return false;
+  }
+};
+
+BOOST_DATA_TEST_CASE(a_connect_that_gets_no_answer_times_out, bdata::make(models()), model)
+{
+  full_listener full;
+  auto r = run_client(model, {"-t", "1", std::to_string(full.port)}, 30s);
+  BOOST_TEST(r.status == 1);
+  BOOST_TEST(r.seconds >= 0.9);
+  BOOST_TEST(r.seconds < 5.0);
+  // The same words in every client: the connect timed out.
+  BOOST_TEST(reason_of(r.err) == "Connection timed out", r.err);
+}
+
+BOOST_DATA_TEST_CASE(a_connect_that_finishes_late_counts_as_progress, bdata::make(models()), model)
+{
+  full_listener full;
+  child c({program(model, "client"), "-q", "-t", "1.3", std::to_string(full.port)});
+  // Once the client's first SYN is waiting unanswered, the queue makes room: its next SYN, about
+  // a second later, connects. The first byte comes 0.5 s after that: 1.5 s from the start, but
+  // only 0.5 s after the connect finished, well within the --timeout.
+  auto until = std::chrono::steady_clock::now() + 10s;
+  while (!full.syn_sent_to() && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(5ms);
+  BOOST_TEST_REQUIRE(full.syn_sent_to(), "the client's connect never waited");
+  unique_fd queued(::accept(full.fd.get(), nullptr, nullptr));  // the one that filled the queue
+  pollfd ready{full.fd.get(), POLLIN, 0};
+  BOOST_TEST_REQUIRE(::poll(&ready, 1, 10'000) == 1, "the client never connected");
+  unique_fd peer(::accept(full.fd.get(), nullptr, nullptr));
+  BOOST_TEST_REQUIRE(peer.get() >= 0);
+  std::this_thread::sleep_for(500ms);  // a server that is slow to start: part of the case, not synchronisation
+  std::string poem = "A finished connect is progress.\n";
+  BOOST_TEST_REQUIRE(::send(peer.get(), poem.data(), poem.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(poem.size()));
+  poetry::close_gracefully(std::move(peer));  // (the listener marks what it accepts reset-on-close)
+  BOOST_TEST(c.wait(10s).value_or(-1) == 0, c.err());
+  BOOST_TEST(c.out() == poem);
 }
 
 BOOST_DATA_TEST_CASE(a_server_that_dies_mid_poem_does_not_hang_the_client, bdata::make(models()), model)
