@@ -1,5 +1,6 @@
 #include "common/report.hpp"
 
+#include <atomic>
 #include <cerrno>
 #include <climits>
 #include <cstdio>
@@ -34,6 +35,12 @@ void write_all(int fd, const std::string& text)
   }
 }
 
+// Set by end_status_lines(); the threads writing a line meanwhile (this thread included, if
+// the signal interrupted it there).
+std::atomic<bool> lines_ended{false};
+std::atomic<int> lines_being_written{0};
+thread_local bool writing_a_line = false;
+
 // The default sink: a blocking write per line (blocking, threaded). The lock keeps one thread's
 // line whole while another thread writes its own.
 class blocking_stdout : public status_sink {
@@ -42,7 +49,11 @@ public:
   {
     line += '\n';
     std::lock_guard lock(mutex_);
-    write_all(STDOUT_FILENO, line);  // this blocks while stdout is full
+    ++lines_being_written;  // before looking at lines_ended: end_status_lines() then waits for us
+    writing_a_line = true;
+    if (!lines_ended) write_all(STDOUT_FILENO, line);  // this blocks while stdout is full
+    writing_a_line = false;
+    --lines_being_written;
   }
 
 private:
@@ -73,6 +84,13 @@ std::string format_seconds(double seconds)
 }  // namespace
 
 void report_to(status_sink* to) { sink = to ? to : &default_sink; }
+
+void end_status_lines() noexcept
+{
+  lines_ended = true;
+  int mine = writing_a_line ? 1 : 0;  // a line this thread was writing cannot finish before we return
+  for (int waited = 0; lines_being_written > mine && waited < 500; ++waited) ::poll(nullptr, 0, 1);
+}
 
 void status_outbox::say(std::string line)
 {

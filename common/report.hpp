@@ -27,6 +27,11 @@ public:
 // From now on, every server line goes to sink (null: back to a blocking write per line).
 void report_to(status_sink* sink);
 
+// For the signal handler of blocking and threaded (common/signals.cpp): from now on the default
+// sink writes no line, and a line another thread is writing is finished first (half a second at
+// most), so that "Shutting down." can be the last line. Async-signal-safe: atomics and poll.
+void end_status_lines() noexcept;
+
 // Status lines waiting for a stdout that must never block the loop (select and the Asio models).
 // The loop waits until stdout is writable, then calls write_some(). While stdout is stalled the
 // outbox holds at most limit bytes; later lines are dropped whole and counted, and one line

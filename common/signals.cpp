@@ -1,5 +1,7 @@
 #include "common/signals.hpp"
 
+#include "common/report.hpp"
+
 #include <poll.h>
 #include <pthread.h>
 #include <unistd.h>
@@ -7,10 +9,11 @@
 namespace poetry {
 namespace {
 
-// Only async-signal-safe calls: poll, write, _exit.
+// Only async-signal-safe calls: poll, write, _exit (and atomics).
 void say_shutting_down_and_exit(int)
 {
   static const char line[] = "Shutting down.\n";
+  end_status_lines();  // no other thread's line after ours
   pollfd out{STDOUT_FILENO, POLLOUT, 0};
   if (::poll(&out, 1, 500) == 1 && (out.revents & POLLOUT) != 0) {
     // A pipe that poll calls writable takes this line whole, at once; else it is lost.
