@@ -13,6 +13,8 @@
 #include "common/address.hpp"
 #include "common/asio.hpp"
 
+#include <boost/version.hpp>
+
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -85,6 +87,12 @@ public:
   {
     return boost::asio::async_initiate<Token, void(boost::system::error_code, results_type)>(
       [this](auto handler, std::string host, std::uint16_t port) {
+#if BOOST_VERSION >= 107700
+        // Per-operation cancellation (Boost 1.77 on), as in `co_await (resolve || timer)`:
+        // the operation's cancellation slot cancels the lookup as cancel() does.
+        auto cancellation = boost::asio::get_associated_cancellation_slot(handler);
+        if (cancellation.is_connected()) cancellation.assign([this](boost::asio::cancellation_type) { cancel(); });
+#endif
         slot_ = std::make_shared<detail::resolve_slot>();
         slot_->completion = std::make_unique<completion<decltype(handler)>>(std::move(handler), io_);
         detail::start_lookup(io_, slot_, std::move(host), port);
@@ -107,6 +115,9 @@ private:
     completion(Handler h, boost::asio::io_context& io) : handler(std::move(h)), work(io.get_executor()) {}
     void complete(boost::system::error_code ec, results_type results) override
     {
+#if BOOST_VERSION >= 107700
+      boost::asio::get_associated_cancellation_slot(handler).clear();  // nothing left to cancel
+#endif
       auto executor = boost::asio::get_associated_executor(handler, work.get_executor());
       boost::asio::dispatch(
         executor, [h = std::move(handler), ec, r = std::move(results)]() mutable { std::move(h)(ec, std::move(r)); });

@@ -8,6 +8,11 @@
 
 #include "common/asio_resolve.hpp"
 
+#include <boost/version.hpp>
+#if BOOST_VERSION >= 107700
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#endif
+
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
@@ -112,6 +117,37 @@ BOOST_AUTO_TEST_CASE(cancel_ends_the_wait_at_once)
   BOOST_TEST(r.status == 0, r.out << r.err);
   BOOST_TEST(r.seconds < 3.0);  // the lookup itself takes 4 s: nobody waited for it
 }
+
+#if BOOST_VERSION >= 107700
+// Per-operation cancellation (Boost 1.77 on): `resolve || timer` ends with the timer, and the
+// lookup's wait ends with it, as cancel() ends it.
+BOOST_AUTO_TEST_CASE(a_timer_raced_against_it_cancels_it)
+{
+  if (std::getenv("POETRY_SLOW_NAME") != nullptr) {
+    using namespace boost::asio::experimental::awaitable_operators;
+    asio::io_context io;
+    poetry::resolver resolver(io);
+    asio::steady_timer timer(io, std::chrono::milliseconds(100));
+    bool timer_won = false;
+    asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        auto first = co_await (resolver.async_resolve("slow.poetry.test", 10000, asio::use_awaitable) ||
+                               timer.async_wait(asio::use_awaitable));
+        timer_won = first.index() == 1;
+      },
+      asio::detached);
+    io.run();
+    BOOST_TEST(timer_won);
+    return;
+  }
+  auto argv = with_faults({"POETRY_SLOW_NAME=slow.poetry.test"});
+  argv.insert(argv.end(), {build_dir() + "/tests/asio_resolve_test", "--run_test=a_timer_raced_against_it_cancels_it"});
+  auto r = run(argv, 30s);
+  BOOST_TEST(r.status == 0, r.out << r.err);
+  BOOST_TEST(r.seconds < 3.0);  // the lookup itself takes 4 s: the race did not wait for it
+}
+#endif
 
 BOOST_AUTO_TEST_CASE(an_io_context_may_end_under_a_running_lookup)
 {
