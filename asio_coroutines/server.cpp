@@ -50,13 +50,14 @@ struct connection {
   bool lingering = false;    // the poem is sent: the reader's end cuts the linger short
 };
 
-// Closes a socket when it goes out of scope (with the reset-on-close mark still set, a reset).
+// Closes a connection when it goes out of scope (with the reset-on-close mark still set, a
+// reset).
 struct closes_at_end {
-  tcp::socket& socket;
+  connection& client;
   ~closes_at_end()
   {
     error_code ignored;
-    socket.close(ignored);
+    client.socket.close(ignored);
   }
 };
 
@@ -78,7 +79,7 @@ asio::awaitable<void> send_poem(std::shared_ptr<connection> client, std::string 
   // However this coroutine ends, the socket closes with it, and the reader's read ends: also when
   // its frame is destroyed without being resumed (an exception that left io.run() took the
   // handler that held it), which would otherwise leave the client waiting for ever.
-  closes_at_end closer{client->socket};
+  closes_at_end closer{*client};
   std::size_t sent = 0;
   error_code ec;
   try {
