@@ -30,6 +30,7 @@
 #include <sstream>
 #include <thread>
 
+#include <netinet/in.h>
 #include <poll.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
@@ -116,6 +117,22 @@ double summary_seconds(const std::string& err)
 
 namespace {
 
+// A connection to the server with a small receive buffer (64 KiB): the server's sends then block
+// once its own send buffer is full too, a few megabytes in, whatever the system's buffer sizes.
+unique_fd connect_small(std::uint16_t port)
+{
+  unique_fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  int size = 65536;
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(port);
+  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  BOOST_TEST_REQUIRE(::connect(fd.get(), reinterpret_cast<sockaddr*>(&to), sizeof to) == 0,
+                     "cannot connect to the server: " << std::strerror(errno));
+  return fd;
+}
+
 // The server's end of a connection this test opened (ours): a copy of the server's descriptor for
 // it, taken with pidfd_getfd, to read its socket options. Empty where the system does not let a
 // test look (a kernel before 5.6, no right to trace the server): the check then goes by behaviour.
@@ -186,7 +203,7 @@ BOOST_AUTO_TEST_CASE(ex_1_1)
   server s("blocking", dir.write("poem", poem), {"--delay", "0", "--num-bytes", "65536", "-q"});
   // A normal client that looks away for a second: it reads 1 MB, stops for 1 s (the server's
   // sends wait for room meanwhile), then reads the rest.
-  unique_fd normal = connect_raw(s.port());
+  unique_fd normal = connect_small(s.port());
   BOOST_TEST_REQUIRE(s.process().wait_for_output("Somebody at", 10s), "the server never accepted the first client");
   if (unique_fd theirs = server_end(s.process().pid(), normal)) {
     // The mechanism, read from the server's own socket (a send that blocks longer than this fails).
@@ -213,7 +230,7 @@ BOOST_AUTO_TEST_CASE(ex_1_1)
                        << "): a send should wait up to 5 s for room, a normal client is not stuck");
   normal.reset();
   // A client that never reads, and one after it.
-  unique_fd stuck = connect_raw(s.port());
+  unique_fd stuck = connect_small(s.port());
   BOOST_TEST_REQUIRE(poll_until([&] { return occurrences(s.process().out(), "Somebody at") >= 2; }, 10s),
                      "the server never accepted the second client");
   auto start = std::chrono::steady_clock::now();
@@ -352,7 +369,7 @@ BOOST_AUTO_TEST_CASE(ex_2_1)
   auto busiest = thread_cpu_seconds(s.process().pid());
   double waiting = busiest.empty() ? 0 : busiest.front();
   BOOST_TEST_MESSAGE("the busiest thread used " << waiting << "s of CPU");
-  BOOST_TEST_REQUIRE(waiting < 0.8, "the server's busiest thread used "
+  BOOST_TEST_REQUIRE(waiting < 0.5, "the server's busiest thread used "
                                       << waiting
                                       << "s of CPU while 100 clients waited about 2 s for a place: a thread that waits "
                                          "for a free place should sleep (acquire), not spin");
@@ -460,6 +477,15 @@ std::string first_report(const std::string& err)
   return report;
 }
 
+// What a report's SUMMARY line says, e.g. "data race ../../threaded/server.cpp:43 in send_poem".
+std::string report_summary(const std::string& report)
+{
+  std::string prefix = "SUMMARY: ThreadSanitizer: ";
+  auto at = report.find(prefix);
+  if (at == std::string::npos) return "(its report has no SUMMARY line)";
+  return report.substr(at + prefix.size(), report.find('\n', at) - at - prefix.size());
+}
+
 }  // namespace
 
 // 2.3 A shared count of poems sent, without a data race: eight clients at once; no "Poems sent"
@@ -487,7 +513,7 @@ BOOST_AUTO_TEST_CASE(ex_2_3)
                        "a client got " << got.size() << " of " << poem.size() << " bytes: " << error);
   }
   std::string report = first_report(s.process().err());
-  BOOST_TEST_REQUIRE(report.empty(), "ThreadSanitizer reports:\n" << report);
+  BOOST_TEST_REQUIRE(report.empty(), "ThreadSanitizer reports: " << report_summary(report) << "\n" << report);
   if (!s.process().wait_for_output("Poems sent: 8", 2s, true)) {
     std::string lines = lines_starting(s.process().err(), "Poems sent:");
     BOOST_TEST_REQUIRE(!lines.empty(), "the server printed no line 'Poems sent: N' on stderr after 8 poems");
@@ -495,7 +521,7 @@ BOOST_AUTO_TEST_CASE(ex_2_3)
                << lines << ", never 'Poems sent: 8': one count must be shared by every connection's thread");
   }
   report = first_report(s.process().err());
-  BOOST_TEST_REQUIRE(report.empty(), "ThreadSanitizer reports:\n" << report);
+  BOOST_TEST_REQUIRE(report.empty(), "ThreadSanitizer reports: " << report_summary(report) << "\n" << report);
   BOOST_TEST_REQUIRE(thread_sanitizer_build, "this check needs the ThreadSanitizer build (scripts/check makes it)");
 }
 
