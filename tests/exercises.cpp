@@ -433,7 +433,8 @@ BOOST_AUTO_TEST_CASE(ex_2_2)
     if (static_cast<int>(seen.size()) > idle + 4 || load.wait(10ms)) break;
   }
   int served_by = static_cast<int>(seen.size()) - idle;
-  BOOST_TEST_REQUIRE(served_by <= 4, "the server ran " << served_by << " different threads for 8 clients (and " << idle
+  BOOST_TEST_REQUIRE(served_by <= 4, "the server ran " << served_by << " different threads or more for 8 clients (and "
+                                                       << idle
                                                        << " others): a pool's four threads, started once, serve every "
                                                           "client in turn; a thread per client is not a pool");
   BOOST_TEST_REQUIRE(load.wait(30s).value_or(-1) == 0,
