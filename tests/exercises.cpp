@@ -30,6 +30,7 @@
 
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 using namespace poetry::test;
@@ -221,12 +222,146 @@ BOOST_AUTO_TEST_CASE(ex_2_3)
   BOOST_TEST_REQUIRE(thread_sanitizer_build, "this check needs the ThreadSanitizer build (scripts/check makes it)");
 }
 
-// 3.1 The selector on poll(2): more clients than an fd_set holds, all served at once.
+namespace {
+
+// The name of a system call a server may wait in, from its number (this machine's numbering);
+// "system call N" for another.
+std::string call_name(long number)
+{
+  static const std::vector<std::pair<long, std::string>> names{
+#ifdef SYS_select
+    {SYS_select, "select"},
+#endif
+#ifdef SYS_poll
+    {SYS_poll, "poll"},
+#endif
+#ifdef SYS_epoll_wait
+    {SYS_epoll_wait, "epoll_wait"},
+#endif
+#ifdef SYS_epoll_pwait2
+    {SYS_epoll_pwait2, "epoll_pwait2"},
+#endif
+    {SYS_pselect6, "pselect6 (select)"},
+    {SYS_ppoll, "ppoll"},
+    {SYS_epoll_pwait, "epoll_pwait"},
+    {SYS_nanosleep, "nanosleep"},
+    {SYS_clock_nanosleep, "clock_nanosleep"},
+    {SYS_read, "read"},
+    {SYS_accept4, "accept4"},
+  };
+  for (const auto& [n, name] : names)
+    if (n == number) return name;
+  return "system call " + std::to_string(number);
+}
+
+// The system call a process's main thread sleeps in (/proc/PID/syscall starts with its number
+// while it waits in one, and says "running" while it runs): nullopt if it never slept there
+// within bound.
+std::optional<std::string> waits_in(pid_t pid, std::chrono::milliseconds bound)
+{
+  std::optional<std::string> name;
+  poll_until(
+    [&] {
+      std::ifstream syscall("/proc/" + std::to_string(pid) + "/syscall");
+      std::string first;
+      if (!(syscall >> first) || first == "running" || first == "-1") return false;
+      name = call_name(std::stol(first));
+      return true;
+    },
+    bound);
+  return name;
+}
+
+// Exercises 3.1 and 3.3, first and cheaply: the idle server (no client yet) sleeps in the wait
+// the exercise asks for (one of calls), and sleeps there: its CPU time stays still while nobody
+// needs it (a wait with a timeout of 0 spins).
+void check_idle_wait(child& server, const std::vector<std::string>& calls, const std::string& asked)
+{
+  pid_t pid = server.pid();
+  double before = cpu_seconds(pid);
+  auto start = std::chrono::steady_clock::now();
+  // A window to measure, not to wait for an event: nothing happens in it, by design.
+  std::this_thread::sleep_for(300ms);
+  double used = cpu_seconds(pid) - before;
+  double window = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  BOOST_TEST_MESSAGE("idle server: " << used << " s of CPU in " << window << " s");
+  BOOST_TEST_REQUIRE(used < window / 5, "with no client at all the server used "
+                                          << used << " s of CPU in " << window << " s: its " << asked
+                                          << " does not wait (a timeout of 0 spins); give it the nearest deadline, "
+                                          << "or -1 with none");
+  auto call = waits_in(pid, 2s);
+  BOOST_TEST_REQUIRE(call.has_value(), "with no client at all the server never slept in a system call in 2 s");
+  BOOST_TEST_REQUIRE((std::find(calls.begin(), calls.end(), *call) != calls.end()),
+                     "with no client the server waits in " << *call << " (its /proc/PID/syscall), not in " << asked
+                                                           << ": the loop's one wait must be " << asked);
+}
+
+// A select server under strace (-f -c, tracing only calls, with seccomp-bpf so the others run
+// at full speed): started on a free port; stop() ends it with SIGTERM and returns how many times
+// it made each traced call, from strace's summary.
+class traced_server {
+public:
+  traced_server(const std::string& poem_file, std::vector<std::string> extra, const std::string& calls,
+                const temp_dir& dir, spawn_options options = {})
+    : log_(dir.path() + "/strace"),
+      process_(
+        [&] {
+          std::vector<std::string> argv{
+            "/usr/bin/strace",           "-f",     "-qq", "--seccomp-bpf", "-c", "-o", log_, "-e", "trace=" + calls,
+            program("select", "server"), "--port", "0"};
+          argv.insert(argv.end(), extra.begin(), extra.end());
+          argv.push_back(poem_file);
+          return argv;
+        }(),
+        options)
+  {
+    auto line = process_.wait_for_line("Serving ", 20s);
+    BOOST_TEST_REQUIRE(line.has_value(), "the select server under strace did not start: " << process_.err());
+    port_ = static_cast<std::uint16_t>(std::stoi(line->substr(line->rfind("on port ") + 8)));
+    // The server is strace's child.
+    std::ifstream children("/proc/" + std::to_string(process_.pid()) + "/task/" + std::to_string(process_.pid()) +
+                           "/children");
+    BOOST_TEST_REQUIRE(static_cast<bool>(children >> pid_), "strace's child, the server, cannot be found");
+  }
+  std::string address() const { return std::to_string(port_); }
+  child& process() { return process_; }
+
+  // SIGTERM to the server; then strace ends with its status and writes its summary.
+  std::map<std::string, long> stop()
+  {
+    ::kill(pid_, SIGTERM);
+    BOOST_TEST_REQUIRE(process_.wait(20s).value_or(-1) == 0,
+                       "the select server did not end with status 0 on SIGTERM: " << process_.err().substr(0, 2000));
+    std::map<std::string, long> calls;
+    std::istringstream summary(read_file(log_));
+    for (std::string line; std::getline(summary, line);) {
+      std::istringstream fields(line);
+      std::vector<std::string> words{std::istream_iterator<std::string>(fields), {}};
+      // "% time  seconds  usecs/call  calls  [errors]  syscall"
+      if (words.size() >= 5 && std::isdigit(static_cast<unsigned char>(words[3][0])) &&
+          std::isalpha(static_cast<unsigned char>(words.back()[0])) && words.back() != "total")
+        calls[words.back()] = std::stol(words[3]);
+    }
+    return calls;
+  }
+
+private:
+  std::string log_;
+  child process_;
+  pid_t pid_ = -1;
+  std::uint16_t port_ = 0;
+};
+
+}  // namespace
+
+// 3.1 The selector on poll(2): the idle server sleeps in poll (its /proc/PID/syscall) and uses no
+// CPU; then more clients than an fd_set holds, all served at once.
 BOOST_AUTO_TEST_CASE(ex_3_1)
 {
   temp_dir dir;
   std::string poem = dir.write("poem", large_poem(800));
   server s("select", poem, {"--delay", "0.1", "--num-bytes", "20", "-q"}, room_for(1100));
+  check_idle_wait(s.process(), {"poll", "ppoll"}, "poll");
   double ideal = poetry::ideal_seconds(800, 20, 0.1);  // 3.9 s
   result r = run({loadgen(), "--port", s.address(), "--clients", "1100", "--expect", poem}, 120s);
   BOOST_TEST_REQUIRE(r.status == 0, "not every one of 1,100 clients got the whole poem: " << r.err);
@@ -240,24 +375,42 @@ BOOST_AUTO_TEST_CASE(ex_3_1)
 // per round: Y" on stderr; with 200 clients, it visits nearly all of them each round and few are
 // ready or due. The clients arrive spread over one delay, as clients do that come one by one: 200
 // that arrive together have their chunks due together, and then most rounds find them all due.
+// The numbers are checked against what the server did: it runs under strace, which counts its
+// waits (one a round), and each of the 4,000 chunks it sent was due in some round.
 BOOST_AUTO_TEST_CASE(ex_3_2)
 {
   temp_dir dir;
-  std::string poem = dir.write("poem", large_poem(400));
-  server s("select", poem, {"--delay", "0.1", "--num-bytes", "20", "-q"}, room_for(200));
+  std::string poem = dir.write("poem", large_poem(400));  // 20 chunks
+  traced_server s(poem, {"--delay", "0.1", "--num-bytes", "20", "-q"},
+                  "select,pselect6,poll,ppoll,epoll_wait,epoll_pwait", dir, room_for(200));
   result r = run({loadgen(), "--port", s.address(), "--clients", "200", "--spread", "0.1", "--expect", poem}, 60s);
   BOOST_TEST_REQUIRE(r.status == 0, "not every one of 200 clients got the whole poem: " << r.err);
-  s.process().signal(SIGTERM);
-  BOOST_TEST_REQUIRE(s.process().wait(10s).value_or(-1) == 0, "the server did not end with status 0 on SIGTERM");
+  std::map<std::string, long> calls = s.stop();
+  long waits = 0;
+  for (const auto& [name, count] : calls) waits += count;
   std::smatch m;
   std::string err = s.process().err();
   BOOST_TEST_REQUIRE(
     std::regex_search(err, m, std::regex("Rounds: (\\d+), visited per round: ([0-9.]+), ready per round: ([0-9.]+)")),
     "at shutdown the server prints no line 'Rounds: N, visited per round: X, ready per round: Y'");
-  double visited = std::stod(m[2]), ready = std::stod(m[3]);
+  double rounds = std::stod(m[1]), visited = std::stod(m[2]), ready = std::stod(m[3]);
+  BOOST_TEST_MESSAGE(m[0] << "; strace counted " << waits << " waits");
+  // One wait a round; the last one (SIGTERM) may or may not count as a round.
+  BOOST_TEST_REQUIRE(
+    std::abs(rounds - double(waits)) <= 2 + double(waits) / 50,
+    "the server printed Rounds: " << m[1] << ", but strace saw it wait (select) " << waits
+                                  << " times: a round is one wait and what follows it, count each one");
   BOOST_TEST_REQUIRE(visited > 100, "with 200 clients a round visits " << visited << " connections: count every one");
+  BOOST_TEST_REQUIRE(visited <= 200, "a round visits " << visited << " connections per round, but there were never "
+                                                       << "more than 200: count each connection once a round");
   BOOST_TEST_REQUIRE(ready < visited / 4, "ready or due per round (" << ready << ") should be a small part of the "
                                                                      << visited << " visited");
+  // Each chunk is sent in a round in which its connection was due (or ready to write).
+  BOOST_TEST_REQUIRE(ready * rounds >= 0.9 * 4000, "ready or due per round times rounds makes "
+                                                     << ready * rounds << " connections, fewer than the "
+                                                     << "4,000 chunks sent (200 clients, 20 chunks each), "
+                                                     << "each in a round where its connection was due: "
+                                                     << "count the due connections too");
 }
 
 namespace {
@@ -290,6 +443,30 @@ BOOST_AUTO_TEST_CASE(ex_3_3)
   temp_dir dir;
   std::string poem = dir.write("poem", large_poem(800));
   server s("select", poem, {"--delay", "0.1", "--num-bytes", "20", "-q"}, room_for(1100));
+  check_idle_wait(s.process(), {"epoll_wait", "epoll_pwait", "epoll_pwait2"}, "epoll_wait");
+  {
+    // 20 clients spread over one delay, 5 chunks each, under strace: one epoll instance, made once, and epoll_ctl
+    // only when what a socket waits for changes (not every socket every round).
+    std::string small = dir.write("small", large_poem(100));
+    traced_server t(small, {"--delay", "0.05", "--num-bytes", "20", "-q"},
+                    "epoll_create,epoll_create1,epoll_ctl,epoll_wait,epoll_pwait,epoll_pwait2", dir);
+    result r = run({loadgen(), "--port", t.address(), "--clients", "20", "--spread", "0.05", "--expect", small}, 20s);
+    BOOST_TEST_REQUIRE(r.status == 0, "not every one of 20 clients got the whole poem: " << r.err);
+    std::map<std::string, long> calls = t.stop();
+    long made = calls["epoll_create"] + calls["epoll_create1"], changes = calls["epoll_ctl"];
+    long rounds = calls["epoll_wait"] + calls["epoll_pwait"] + calls["epoll_pwait2"];
+    BOOST_TEST_MESSAGE("20 clients under strace: " << made << " epoll instances, " << changes << " epoll_ctl, "
+                                                   << rounds << " waits");
+    BOOST_TEST_REQUIRE(made <= 2, "20 clients, and the server made "
+                                    << made << " epoll instances in " << rounds << " rounds: make one, once, "
+                                    << "and keep it (its interest list is what saves the rebuilding)");
+    // A few changes per chunk and per client at most (100 chunks in all): every socket every
+    // round makes about 20 per round.
+    BOOST_TEST_REQUIRE(changes <= 4 * (100 + 20),
+                       "20 clients, and the server called epoll_ctl "
+                         << changes << " times in " << rounds << " rounds: it tells epoll about every socket "
+                         << "each round; call epoll_ctl only when what a socket waits for changes");
+  }
   double ideal = poetry::ideal_seconds(800, 20, 0.1);  // 3.9 s
   child load({loadgen(), "--port", s.address(), "--clients", "1100", "--expect", poem});
   // Sampled until the load ends: the most descriptors epoll watched at once (all 1,100 clients
