@@ -602,12 +602,25 @@ BOOST_AUTO_TEST_CASE(ex_4_3) { check_time_limit("asio_callbacks"); }
 namespace {
 
 // Step 5's echo server (exercise 5.1), started on a free port; its port, read from its first
-// line "Echoing on port N.".
+// line "Echoing on port N.". A line still in the program's buffer never comes: once the server
+// waits in its loop (epoll_wait, its /proc/PID/syscall) without having printed it, it was not
+// flushed.
 struct echo_server {
   echo_server() : process({program("asio_protocol", "echo"), "0"})
   {
-    auto line = process.wait_for_line("Echoing on port ", 10s);
-    BOOST_TEST_REQUIRE(line.has_value(), "build/asio_protocol/echo 0 printed no 'Echoing on port N.' line: "
+    std::optional<std::string> line;
+    for (auto until = std::chrono::steady_clock::now() + 10s; !line && std::chrono::steady_clock::now() < until;) {
+      auto call = waits_in(process.pid(), 0ms);
+      bool in_loop = call && call->rfind("epoll_", 0) == 0;
+      line = process.wait_for_line("Echoing on port ", 200ms);
+      BOOST_TEST_REQUIRE((line || !in_loop),
+                         "build/asio_protocol/echo 0 waits for clients, but its first line 'Echoing on port N.' "
+                         "never came: stdout is a pipe here, not a terminal, so the line stays in the program's "
+                         "buffer until it is flushed (std::endl or std::flush)");
+      BOOST_TEST_REQUIRE((line || process.running()),
+                         "build/asio_protocol/echo 0 ended without printing 'Echoing on port N.': " << process.err());
+    }
+    BOOST_TEST_REQUIRE(line.has_value(), "build/asio_protocol/echo 0 printed no 'Echoing on port N.' line in 10 s: "
                                            << process.out() << process.err());
     port = static_cast<std::uint16_t>(std::stoul(line->substr(16)));
   }
@@ -615,9 +628,18 @@ struct echo_server {
   std::uint16_t port = 0;
 };
 
+// What came back from the echo server, and how the round trip ended: "" when the server closed
+// (an end of stream), else what happened instead.
+struct echo_result {
+  std::string got;
+  std::string ended;
+};
+
 // Sends data to the echo server and half-closes (as nc -N does) while reading what comes back,
-// until the server closes.
-std::string echo_round_trip(std::uint16_t port, const std::string& data)
+// until the server closes, the connection fails, or nothing comes for 5 s (2 s once every byte
+// is back): then the round trip is stalled, and the server is not waiting for anything we could
+// still send.
+echo_result echo_round_trip(std::uint16_t port, const std::string& data)
 {
   unique_fd fd = connect_raw(port);
   std::thread sender([&] {
@@ -625,15 +647,29 @@ std::string echo_round_trip(std::uint16_t port, const std::string& data)
     poetry::send_all(fd.get(), data, sent);
     ::shutdown(fd.get(), SHUT_WR);
   });
-  std::string got;
+  echo_result r;
   std::array<char, 65536> buffer;
   for (;;) {
-    ssize_t n = ::recv(fd.get(), buffer.data(), buffer.size(), 0);  // connect_raw's 30 s receive timeout
-    if (n <= 0) break;
-    got.append(buffer.data(), static_cast<std::size_t>(n));
+    pollfd p{fd.get(), POLLIN, 0};
+    bool all_back = r.got.size() >= data.size();
+    if (::poll(&p, 1, all_back ? 2000 : 5000) != 1) {
+      r.ended = all_back ? "the server did not close within 2 s of sending the last byte back"
+                         : "nothing came back for 5 s, after " + std::to_string(r.got.size()) + " bytes";
+      break;
+    }
+    ssize_t n = ::recv(fd.get(), buffer.data(), buffer.size(), MSG_DONTWAIT);
+    if (n > 0) {
+      r.got.append(buffer.data(), static_cast<std::size_t>(n));
+    } else if (n == 0) {
+      break;
+    } else if (errno != EAGAIN && errno != EINTR) {
+      r.ended = std::string("the connection failed: ") + std::strerror(errno);
+      break;
+    }
   }
+  ::shutdown(fd.get(), SHUT_RDWR);  // a sender stuck in send (nothing read on the other side) stops
   sender.join();
-  return got;
+  return r;
 }
 
 // A process's resident memory, in KiB.
@@ -653,17 +689,40 @@ std::string random_bytes(std::size_t size)
 
 }  // namespace
 
-// 5.1 A second Protocol: build/asio_protocol/echo writes back 3 MB exactly, and closes after the
-// client's end of stream.
+// 5.1 A second Protocol: build/asio_protocol/echo writes back what it receives as it comes (1,000
+// bytes, with the connection still open, come back at once), then 3 MB exactly, and closes after
+// the client's end of stream (the round trip ends on the server's close, not on a timeout).
 BOOST_AUTO_TEST_CASE(ex_5_1)
 {
   BOOST_TEST_REQUIRE(std::filesystem::exists(source_dir() + "/asio_protocol/echo.cpp"),
                      "there is no asio_protocol/echo.cpp yet");
   echo_server echo;
+  {
+    // Still open: what arrives goes back now, not at the end of the stream.
+    unique_fd talker = connect_raw(echo.port);
+    std::string hello = random_bytes(1000), back;
+    BOOST_TEST_REQUIRE(poetry::send_all(talker.get(), hello) == 0, "the echo server took no bytes");
+    std::array<char, 4096> buffer;
+    for (pollfd p{talker.get(), POLLIN, 0}; back.size() < hello.size() && ::poll(&p, 1, 3000) == 1;) {
+      ssize_t n = ::recv(talker.get(), buffer.data(), buffer.size(), 0);
+      if (n <= 0) break;
+      back.append(buffer.data(), static_cast<std::size_t>(n));
+    }
+    BOOST_TEST_REQUIRE(back.size() == hello.size(), "1,000 bytes sent on a connection still open, and "
+                                                      << back.size()
+                                                      << " came back in 3 s: write back what arrives when it arrives "
+                                                      << "(data_received), not at the end of the stream");
+    BOOST_TEST_REQUIRE((back == hello), "1,000 bytes came back, but not the ones sent");
+  }
   std::string data = random_bytes(3'000'000);
-  std::string got = echo_round_trip(echo.port, data);
-  BOOST_TEST_REQUIRE(got.size() == data.size(), "3,000,000 bytes sent, " << got.size() << " came back");
-  BOOST_TEST_REQUIRE((got == data), "3,000,000 bytes came back, but not the ones sent");
+  echo_result r = echo_round_trip(echo.port, data);
+  BOOST_TEST_REQUIRE(r.got.size() == data.size(),
+                     "3,000,000 bytes sent, " << r.got.size() << " came back"
+                                              << (r.ended.empty() ? " before the server closed" : ": " + r.ended));
+  BOOST_TEST_REQUIRE((r.got == data), "3,000,000 bytes came back, but not the ones sent");
+  BOOST_TEST_REQUIRE(r.ended.empty(), "all 3,000,000 bytes came back, but "
+                                        << r.ended << ": after the client's end of stream (eof_received) the "
+                                        << "connection must close once everything is written");
   BOOST_TEST_REQUIRE(echo.process.running(), "the echo server ended: " << echo.process.err());
 }
 
@@ -696,10 +755,30 @@ BOOST_AUTO_TEST_CASE(ex_5_2)
                                                          << "grew by " << grew / 1024
                                                          << " MiB, it queues everything (no flow control yet)");
   }
+  {
+    // The layer's mechanism, seen from a Protocol (tests/flow_control_probe.cpp): pause_writing
+    // and resume_writing once per crossing of the marks, the layer's own marks 64 KiB and 16 KiB.
+    result built = run({"/usr/bin/cmake", "--build", build_dir(), "--target", "flow_control_probe"}, 300s);
+    std::string all = built.out + built.err;
+    auto error = all.find("error:");
+    BOOST_TEST_REQUIRE(
+      built.status == 0,
+      "a Protocol that overrides pause_writing and resume_writing and calls "
+      "Transport::set_write_buffer_limits(high, low) does not compile with the layer (tests/"
+      "flow_control_probe.cpp): "
+        << (error == std::string::npos ? all.substr(0, 2000) : all.substr(error, all.find('\n', error) - error)));
+    result probe = run({build_dir() + "/tests/flow_control_probe"}, 20s);
+    BOOST_TEST_REQUIRE(
+      probe.status == 0,
+      "the layer's flow control, seen from a Protocol (tests/flow_control_probe.cpp): " << probe.out << probe.err);
+  }
   std::string data = random_bytes(50'000'000);
-  std::string got = echo_round_trip(echo.port, data);
-  BOOST_TEST_REQUIRE(got.size() == data.size(), "50,000,000 bytes sent, " << got.size() << " came back");
-  BOOST_TEST_REQUIRE((got == data), "50,000,000 bytes came back, but not the ones sent");
+  echo_result r = echo_round_trip(echo.port, data);
+  BOOST_TEST_REQUIRE(r.got.size() == data.size(),
+                     "50,000,000 bytes sent, " << r.got.size() << " came back"
+                                               << (r.ended.empty() ? " before the server closed" : ": " + r.ended));
+  BOOST_TEST_REQUIRE((r.got == data), "50,000,000 bytes came back, but not the ones sent");
+  BOOST_TEST_REQUIRE(r.ended.empty(), "all 50,000,000 bytes came back, but " << r.ended);
 }
 
 // 5.3 A count of the clients being served, shared by every connection: "Clients being served:
