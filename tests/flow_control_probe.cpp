@@ -121,10 +121,10 @@ private:
   std::size_t high() const { return own_marks_ ? 100'000 : 64 * 1024; }
   std::size_t low() const { return own_marks_ ? 20'000 : 16 * 1024; }
 
-  // Writes size bytes in pieces of 10,000, all before returning to the loop.
+  // Writes size bytes in pieces of 9,999, all before returning to the loop.
   void burst(std::size_t size)
   {
-    std::string piece(10'000, 'x');
+    std::string piece(9'999, 'x');  // never exactly on a mark
     for (std::size_t written = 0; written < size; written += piece.size())
       transport_->write(std::string_view(piece).substr(0, std::min(piece.size(), size - written)));
   }
