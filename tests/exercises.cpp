@@ -19,6 +19,7 @@
 #include <cctype>
 #include <cerrno>
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -224,6 +225,16 @@ BOOST_AUTO_TEST_CASE(ex_2_3)
 
 namespace {
 
+// Where a program is on PATH (the harness starts programs by their path); name itself if nowhere.
+std::string on_path(const std::string& name)
+{
+  const char* path = std::getenv("PATH");
+  std::istringstream dirs(path ? path : "/usr/bin:/bin");
+  for (std::string dir; std::getline(dirs, dir, ':');)
+    if (!dir.empty() && ::access((dir + "/" + name).c_str(), X_OK) == 0) return dir + "/" + name;
+  return name;
+}
+
 // The name of a system call a server may wait in, from its number (this machine's numbering);
 // "system call N" for another.
 std::string call_name(long number)
@@ -322,7 +333,7 @@ public:
       process_(
         [&] {
           std::vector<std::string> argv{
-            "/usr/bin/strace",           "-f",     "-qq", "--seccomp-bpf", "-c", "-o", log_, "-e", "trace=" + calls,
+            on_path("strace"),           "-f",     "-qq", "--seccomp-bpf", "-c", "-o", log_, "-e", "trace=" + calls,
             program("select", "server"), "--port", "0"};
           argv.insert(argv.end(), extra.begin(), extra.end());
           argv.push_back(poem_file);
@@ -773,7 +784,12 @@ BOOST_AUTO_TEST_CASE(ex_5_2)
   {
     // The layer's mechanism, seen from a Protocol (tests/flow_control_probe.cpp): pause_writing
     // and resume_writing once per crossing of the marks, the layer's own marks 64 KiB and 16 KiB.
-    result built = run({"/usr/bin/cmake", "--build", build_dir(), "--target", "flow_control_probe"}, 300s);
+    // With the cmake that configured the build.
+    std::smatch cmake;
+    std::string cache = read_file(build_dir() + "/CMakeCache.txt");
+    BOOST_TEST_REQUIRE(std::regex_search(cache, cmake, std::regex("CMAKE_COMMAND:INTERNAL=([^\n]+)")),
+                       "the build has no CMakeCache.txt with CMAKE_COMMAND");
+    result built = run({cmake.str(1), "--build", build_dir(), "--target", "flow_control_probe"}, 300s);
     std::string all = built.out + built.err;
     auto error = all.find("error:");
     BOOST_TEST_REQUIRE(
