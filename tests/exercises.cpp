@@ -362,9 +362,25 @@ BOOST_AUTO_TEST_CASE(ex_4_1)
 
 namespace {
 
+// Text on one line: each line break, with the indentation after it, becomes " | ".
+std::string one_line(const std::string& text)
+{
+  std::string line;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (text[i] != '\n') {
+      line += text[i];
+      continue;
+    }
+    while (i + 1 < text.size() && (text[i + 1] == ' ' || text[i + 1] == '\n')) ++i;
+    if (i + 1 < text.size()) line += " | ";
+  }
+  return line;
+}
+
 // The first of ThreadSanitizer's reports in a program's stderr, whole: from its WARNING line to
 // its SUMMARY line (the stacks of both accesses, and where each thread was made), and how many
-// more followed. Empty if there is none.
+// more followed; on one line, " | " between its lines, since scripts/check shows the first line
+// of a failure. Empty if there is none.
 std::string first_race_report(const std::string& err)
 {
   auto start = err.find("WARNING: ThreadSanitizer");
@@ -372,7 +388,7 @@ std::string first_race_report(const std::string& err)
   auto summary = err.find("SUMMARY: ThreadSanitizer", start);
   auto end = summary == std::string::npos ? err.size() : std::min(err.find('\n', summary), err.size());
   std::size_t more = occurrences(err.substr(end), "WARNING: ThreadSanitizer");
-  return err.substr(start, end - start) + (more ? "\n(and " + std::to_string(more) + " more reports)" : "");
+  return one_line(err.substr(start, end - start)) + (more ? " | (and " + std::to_string(more) + " more reports)" : "");
 }
 
 // The text of a call's first argument: what follows "name(" up to the first comma or closing
@@ -457,8 +473,9 @@ void check_two_threads(const std::string& model)
   }
   std::optional<int> status = load.wait(60s);
   std::string race = first_race_report(s.process().err());
-  BOOST_TEST_REQUIRE(race.empty(), "ThreadSanitizer reports a data race in the server:\n" << race);
-  BOOST_TEST_REQUIRE(s.process().running(), "the server ended during the load: " << s.process().err().substr(0, 3000));
+  BOOST_TEST_REQUIRE(race.empty(), "ThreadSanitizer reports a data race in the server: " << race);
+  BOOST_TEST_REQUIRE(s.process().running(),
+                     "the server ended during the load: " << one_line(s.process().err().substr(0, 3000)));
   BOOST_TEST_REQUIRE(status.value_or(-1) == 0,
                      "not every one of 1,000 clients got the whole poem: " << load.err().substr(0, 2000));
   std::string poems;
@@ -482,11 +499,10 @@ void check_two_threads(const std::string& model)
   s.process().signal(SIGTERM);
   status = s.process().wait(20s);
   race = first_race_report(s.process().err());
-  BOOST_TEST_REQUIRE(race.empty(), "on SIGTERM, ThreadSanitizer reports a data race in the server:\n" << race);
+  BOOST_TEST_REQUIRE(race.empty(), "on SIGTERM, ThreadSanitizer reports a data race in the server: " << race);
   BOOST_TEST_REQUIRE(status.value_or(-1) == 0, "the server did not end with status 0 on SIGTERM: "
                                                  << (status ? "status " + std::to_string(*status) : "still running")
-                                                 << "\n"
-                                                 << s.process().err().substr(0, 3000));
+                                                 << ": " << one_line(s.process().err().substr(0, 3000)));
 }
 
 }  // namespace
@@ -520,6 +536,14 @@ std::vector<std::string> lost_lines(const std::string& out)
   for (std::string line; std::getline(in, line);)
     if (line.rfind("Lost ", 0) == 0) lines.push_back(line);
   return lines;
+}
+
+// Lines on one line (scripts/check shows the first line of a failure), " / " between them.
+std::string joined(const std::vector<std::string>& lines)
+{
+  std::string all;
+  for (const auto& line : lines) all += (all.empty() ? "" : " / ") + line;
+  return all.empty() ? "none" : all;
 }
 
 // The server's Lost line for this client, or "" if there is none (yet).
@@ -591,13 +615,15 @@ void check_time_limit(const std::string& model)
   // says "timed out" even when the poem was sent, or that breaks the chunks' timer, shows here).
   std::vector<std::unique_ptr<child>> readers;
   for (int i = 0; i < 2; ++i) readers.push_back(reader());
-  for (auto& c : readers) {
-    BOOST_TEST_REQUIRE(c->wait(20s).value_or(-1) == 0,
-                       "a client that reads, beside one that does not, failed: " << c->err() << "; the server said:\n"
-                                                                                 << s.process().out());
-    BOOST_TEST_REQUIRE((c->out() == poem),
-                       "a client that reads got " << c->out().size() << " of " << poem.size() << " bytes");
-  }
+  // Whole, with a clean end; if not, what the server said of it.
+  auto served = [&](child& c, const std::string& who) {
+    std::optional<int> status = c.wait(20s);
+    BOOST_TEST_REQUIRE((status == 0 && c.out() == poem),
+                       who << " got " << c.out().size() << " of " << poem.size() << " bytes"
+                           << (status ? (*status == 0 ? "" : " and failed") : " in 20 s")
+                           << "; the server's Lost lines: " << joined(lost_lines(s.process().out())));
+  };
+  for (auto& c : readers) served(*c, "a client that reads, beside one that does not,");
   // Nobody is dropped before 27 s.
   auto early = std::chrono::milliseconds(static_cast<long>((27 - seconds()) * 1000));
   if (s.process().wait_for_output("Lost ", early)) {
@@ -622,15 +648,10 @@ void check_time_limit(const std::string& model)
                        << "from the last write (an inactivity timeout never ends a slow reader)");
   line = lost_line(s.process().out(), slow.peer);
   BOOST_TEST_REQUIRE(line.find("timed out") != std::string::npos, "the Lost line does not say 'timed out': " << line);
-  BOOST_TEST_REQUIRE(late->wait(20s).value_or(-1) == 0, "a client that connected at 27 s failed when the others "
-                                                          << "were dropped: " << late->err() << "; the server said:\n"
-                                                          << s.process().out());
-  BOOST_TEST_REQUIRE((late->out() == poem),
-                     "a client that connected at 27 s got " << late->out().size() << " of " << poem.size() << " bytes");
+  served(*late, "a client that connected at 27 s, while the others were dropped,");
   std::vector<std::string> lost = lost_lines(s.process().out());
   BOOST_TEST_REQUIRE(lost.size() == 2u, "3 clients got their whole poems, 2 were dropped, yet the server said "
-                                          << lost.size() << " Lost lines:\n"
-                                          << s.process().out());
+                                          << lost.size() << " Lost lines: " << joined(lost));
 }
 
 }  // namespace
