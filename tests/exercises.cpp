@@ -121,12 +121,12 @@ double summary_seconds(const std::string& err)
 
 namespace {
 
-// A connection to the server with a small receive buffer (64 KiB): the server's sends then block
-// once its own send buffer is full too, a few megabytes in, whatever the system's buffer sizes.
-unique_fd connect_small(std::uint16_t port)
+// A connection to the server with a small receive buffer (64 KiB unless said): the server's sends
+// then block once its own send buffer is full too, a few megabytes in, whatever the system's
+// buffer sizes.
+unique_fd connect_small(std::uint16_t port, int size = 65536)
 {
   unique_fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  int size = 65536;
   ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
   sockaddr_in to{};
   to.sin_family = AF_INET;
@@ -1077,16 +1077,8 @@ std::string lost_line(const std::string& out, const std::string& peer)
 // thread of its own until the connection ends or the reader is destroyed.
 class slow_reader {
 public:
-  explicit slow_reader(std::uint16_t port) : fd_(::socket(AF_INET, SOCK_STREAM, 0))
+  explicit slow_reader(std::uint16_t port) : fd_(connect_small(port, 8192))
   {
-    int size = 8192;
-    ::setsockopt(fd_.get(), SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
-    sockaddr_in to{};
-    to.sin_family = AF_INET;
-    to.sin_port = htons(port);
-    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    BOOST_TEST_REQUIRE(::connect(fd_.get(), reinterpret_cast<sockaddr*>(&to), sizeof to) == 0,
-                       "the slow reader could not connect: " << std::strerror(errno));
     peer = peer_name(fd_.get());
     thread_ = std::thread([this] {
       std::vector<char> buffer(16384);
