@@ -346,13 +346,8 @@ int count_calls(pid_t pid, const std::string& call, const std::function<void()>&
   action();
   tracer.signal(SIGINT);  // detaches, and writes the summary
   BOOST_TEST_REQUIRE(tracer.wait(10s).has_value());
-  std::istringstream lines(read_file(summary));
-  for (std::string line; std::getline(lines, line);) {
-    std::istringstream fields(line);
-    std::vector<std::string> f{std::istream_iterator<std::string>(fields), {}};
-    if (f.size() >= 5 && f.back() == call) return std::stoi(f[3]);
-  }
-  return 0;  // never called
+  auto calls = strace_counts(summary);
+  return calls.contains(call) ? static_cast<int>(calls[call]) : 0;  // absent: never called
 }
 
 // At --delay 0 the next chunk goes at once: no timer is armed between chunks (one was, in the

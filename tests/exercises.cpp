@@ -665,17 +665,7 @@ public:
     ::kill(pid_, SIGTERM);
     BOOST_TEST_REQUIRE(process_.wait(20s).value_or(-1) == 0,
                        "the select server did not end with status 0 on SIGTERM: " << process_.err().substr(0, 2000));
-    std::map<std::string, long> calls;
-    std::istringstream summary(read_file(log_));
-    for (std::string line; std::getline(summary, line);) {
-      std::istringstream fields(line);
-      std::vector<std::string> words{std::istream_iterator<std::string>(fields), {}};
-      // "% time  seconds  usecs/call  calls  [errors]  syscall"
-      if (words.size() >= 5 && std::isdigit(static_cast<unsigned char>(words[3][0])) &&
-          std::isalpha(static_cast<unsigned char>(words.back()[0])) && words.back() != "total")
-        calls[words.back()] = std::stol(words[3]);
-    }
-    return calls;
+    return strace_counts(log_);
   }
 
 private:

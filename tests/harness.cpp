@@ -4,11 +4,13 @@
 #include <array>
 #include <atomic>
 #include <cerrno>
+#include <cctype>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <stdexcept>
 #include <utility>
@@ -501,6 +503,21 @@ std::size_t occurrences(const std::string& all, const std::string& text)
   std::size_t n = 0;
   for (auto at = all.find(text); at != std::string::npos; at = all.find(text, at + text.size())) ++n;
   return n;
+}
+
+std::map<std::string, long> strace_counts(const std::string& summary_file)
+{
+  std::map<std::string, long> calls;
+  std::istringstream summary(read_file(summary_file));
+  for (std::string line; std::getline(summary, line);) {
+    std::istringstream fields(line);
+    std::vector<std::string> words{std::istream_iterator<std::string>(fields), {}};
+    // "% time  seconds  usecs/call  calls  [errors]  syscall"
+    if (words.size() >= 5 && std::isdigit(static_cast<unsigned char>(words[3][0])) &&
+        std::isalpha(static_cast<unsigned char>(words.back()[0])) && words.back() != "total")
+      calls[words.back()] = std::stol(words[3]);
+  }
+  return calls;
 }
 
 std::size_t open_files(pid_t pid)

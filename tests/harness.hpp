@@ -193,6 +193,9 @@ long peak_kib(pid_t pid);
 // How many times text occurs in all, without overlaps.
 std::size_t occurrences(const std::string& all, const std::string& text);
 
+// The calls counted in an `strace -c` summary file: system call name -> number of calls.
+std::map<std::string, long> strace_counts(const std::string& summary_file);
+
 // How many descriptors a process has open (the entries of /proc/PID/fd); 0 once it has gone.
 std::size_t open_files(pid_t pid);
 
