@@ -18,7 +18,8 @@
 //    v
 //   lingering --------------------------------------------> closed
 //   (steady_timer)   on_read: the client closed,
-//                    or on_linger: the linger time passed
+//                    or on_linger: the linger time passed, and the
+//                    client has all the poem or stopped reading
 //
 //   In every state a read is pending too (async_read_some): whatever the client sends is read
 //   and thrown away, since unread input would turn our close into a reset. A write error, or a
@@ -35,7 +36,6 @@
 #include "common/sockets.hpp"
 
 #include <algorithm>
-#include <array>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -139,24 +139,29 @@ private:
     // Even after an error, n says how much of the chunk reached the kernel.
     sent_ += n;
     if (!socket_.is_open()) return;  // the session already ended
-    if (ec) return fail(ec);
+    if (ec) return fail(read_error_ ? read_error_ : ec);
     do_next();
   }
 
   // Reads and discards whatever the client sends, for as long as the session lasts.
-  void do_read() { socket_.async_read_some(asio::buffer(discard_), handler(&session::on_read)); }
+  void do_read() { socket_.async_read_some(discard_.space(), handler(&session::on_read)); }
 
-  void on_read(error_code ec, std::size_t)
+  void on_read(error_code ec, std::size_t n)
   {
     if (!socket_.is_open()) return;  // the session already ended
+    discard_.filled(n);
     if (!ec) return do_read();
     client_closed_ = true;
     // After the last byte, the client's close (or its reset) is the end we were waiting for.
     if (lingering_) return close();
     // Mid-poem, end of stream only means the client has nothing more to say: keep sending.
     if (ec == asio::error::eof) return;
-    // A reset: a write in flight fails too, and its handler reports how far it got.
-    if (writing_) return;
+    // A reset: the session ends now, with the reason the read saw. A write in flight is
+    // cancelled first, and its handler reports how far it got (its own error would only say
+    // "Broken pipe").
+    read_error_ = ec;
+    error_code ignored;
+    if (writing_) return socket_.cancel(ignored);
     fail(ec);
   }
 
@@ -169,6 +174,7 @@ private:
     set_reset_on_close(socket_.native_handle(), false);
     socket_.shutdown(tcp::socket::shutdown_send, ignored);
     if (client_closed_) return close();
+    unacknowledged_ = unacknowledged_bytes(socket_.native_handle());
     timer_.expires_after(linger_time);
     timer_.async_wait(handler(&session::on_linger));
   }
@@ -176,7 +182,10 @@ private:
   void on_linger(error_code ec)
   {
     if (!socket_.is_open() || ec) return;  // the client closed first
-    close();
+    // It did not close: we do, unless it is still taking the poem in.
+    if (linger_may_end(socket_.native_handle(), unacknowledged_)) return close();
+    timer_.expires_after(linger_time);
+    timer_.async_wait(handler(&session::on_linger));
   }
 
   // Reports a lost client and ends this session (and only this one).
@@ -202,10 +211,12 @@ private:
   const server_options& options_;
   std::string peer_;
   std::size_t sent_ = 0;
-  bool writing_ = false;        // an async_write is in flight
-  bool lingering_ = false;      // the poem is sent and our side is shut down
-  bool client_closed_ = false;  // the read saw the end of the client's stream (or an error)
-  std::array<char, 256> discard_;
+  bool writing_ = false;            // an async_write is in flight
+  bool lingering_ = false;          // the poem is sent and our side is shut down
+  std::size_t unacknowledged_ = 0;  // lingering: bytes the client's TCP had not acknowledged when last asked
+  bool client_closed_ = false;      // the read saw the end of the client's stream (or an error)
+  error_code read_error_;           // the reset the read saw, while a write was in flight
+  discard_buffer discard_;
 };
 
 // Accepts clients and starts a session for each; every session then runs on its own handlers,

@@ -13,8 +13,8 @@
 //
 //   The reader throws away whatever the client sends, since unread input would turn our close
 //   into a reset; when it sees the client close during the linger, it cuts the linger short. A
-//   write error ends the connection early ("Lost ..."); a reset that the reader sees first
-//   shows there too, at the next write.
+//   write error ends the connection early ("Lost ..."); so does a reset that the reader sees
+//   first: it cancels the writer's wait or write, and the writer says what the reader saw.
 #include "common/asio.hpp"
 #include "common/asio_listener.hpp"
 #include "common/asio_stdout.hpp"
@@ -26,7 +26,6 @@
 #include "common/sockets.hpp"
 
 #include <algorithm>
-#include <array>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -48,6 +47,7 @@ struct connection {
   asio::steady_timer timer;  // the delay between chunks, then the linger time
   bool reading = true;       // the reader has not yet seen the end of the client's stream
   bool lingering = false;    // the poem is sent: the reader's end cuts the linger short
+  error_code reset;          // the reader saw the client reset the connection (or another error)
 };
 
 // Closes a connection when it goes out of scope (with the reset-on-close mark still set, a
@@ -62,14 +62,19 @@ struct closes_at_end {
 };
 
 // Reads and discards whatever the client sends, until its stream ends (or a reset, or our
-// close). Then the client has closed: if we are lingering, we need wait no longer.
+// close). Then the client has closed: if we are lingering, we need wait no longer; a reset
+// mid-poem ends the connection now, so the writer's wait or write is cancelled.
 asio::awaitable<void> discard_input(std::shared_ptr<connection> client)
 {
-  std::array<char, 64> discard;
+  discard_buffer discard;
   error_code ec;
-  while (!ec) co_await client->socket.async_read_some(asio::buffer(discard), into(ec));
+  while (!ec) discard.filled(co_await client->socket.async_read_some(discard.space(), into(ec)));
   client->reading = false;
-  if (client->lingering) client->timer.cancel();
+  if (ec != asio::error::eof && ec != asio::error::operation_aborted) client->reset = ec;
+  if (client->reset || client->lingering) {
+    client->socket.cancel(ec);
+    client->timer.cancel();
+  }
 }
 
 // Sends the poem to one client, a chunk every delay, then closes gracefully.
@@ -94,14 +99,17 @@ asio::awaitable<void> send_poem(std::shared_ptr<connection> client, std::string 
         client->timer.expires_at(std::max(client->timer.expiry() + options.delay, steady_clock::now()));
         co_await client->timer.async_wait(into(ec));  // this waits, but only this client waits
       }
+      if (client->reset) break;  // the reader saw a reset while we waited
       std::string_view chunk = std::string_view(poem).substr(sent, options.num_bytes);
       if (!options.quiet) report_sending(chunk.size(), peer);
       // What the kernel took counts, even when the write then failed.
       sent += co_await asio::async_write(client->socket, asio::buffer(chunk), into(ec));
-      if (ec) {
-        report_lost(peer, sent, poem.size(), ec.message());
-        co_return;  // the closer resets the connection
-      }
+      if (ec) break;
+    }
+    if (sent < poem.size()) {
+      // The reader's reason first: after its reset, a write only says "Broken pipe".
+      report_lost(peer, sent, poem.size(), (client->reset ? client->reset : ec).message());
+      co_return;  // the closer resets the connection
     }
     report_sent(sent, peer);
   } catch (const std::exception& e) {
@@ -111,13 +119,17 @@ asio::awaitable<void> send_poem(std::shared_ptr<connection> client, std::string 
     co_return;
   }
   // The graceful close: half-close, wait until the reader sees the client close (or the
-  // linger time passes); then the closer closes.
+  // linger time passes, and the client has all the poem or stopped reading); then the closer
+  // closes.
   set_reset_on_close(client->socket.native_handle(), false);
   client->socket.shutdown(tcp::socket::shutdown_send, ec);
   client->lingering = true;
-  if (client->reading) {
+  std::size_t unacknowledged = unacknowledged_bytes(client->socket.native_handle());
+  ec = {};
+  while (client->reading && !ec) {
     client->timer.expires_after(linger_time);
     co_await client->timer.async_wait(into(ec));
+    if (!ec && linger_may_end(client->socket.native_handle(), unacknowledged)) break;
   }
 }
 

@@ -71,22 +71,23 @@ void TimerHandle::cancel()
 
 // --- Transport: the start and the end ------------------------------------------------------
 
-Transport::Transport(tcp::socket socket, std::size_t read_size)
+Transport::Transport(tcp::socket socket, const tcp::endpoint& peer, std::size_t read_size)
   : socket_(std::move(socket)),
-    peer_(poetry::peer_name(socket_.native_handle())),
+    peer_(poetry::to_string(peer.data())),
+    peername_(peer),
     read_buffer_(std::make_unique_for_overwrite<char[]>(read_size)),
     read_size_(read_size)
 {
   error_code ignored;
-  peername_ = socket_.remote_endpoint(ignored);
   sockname_ = socket_.local_endpoint(ignored);
 }
 
-bool Transport::start(tcp::socket socket, std::size_t read_size, const ProtocolFactory& factory)
+bool Transport::start(tcp::socket socket, const tcp::endpoint& peer, std::size_t read_size,
+                      const ProtocolFactory& factory)
 {
   std::shared_ptr<Transport> self;
   try {
-    self.reset(new Transport(std::move(socket), read_size));
+    self.reset(new Transport(std::move(socket), peer, read_size));
     self->protocol_ = factory();
     connections_of(self->socket_.get_executor()).live.insert(self);
   } catch (...) {
@@ -305,10 +306,11 @@ TimerHandle Transport::call_at(std::chrono::steady_clock::time_point when, std::
 std::shared_ptr<Server> listen(asio::io_context& io, const std::string& host, std::uint16_t port,
                                ProtocolFactory factory, std::size_t read_size)
 {
-  return poetry::accept_loop::start(poetry::open_listener(io, host, port),
-                                    [factory = std::move(factory), read_size](tcp::socket socket) {
-                                      Transport::start(std::move(socket), read_size, factory);
-                                    });
+  return poetry::accept_loop::start(
+    poetry::open_listener(io, host, port),
+    [factory = std::move(factory), read_size](tcp::socket socket, const tcp::endpoint& peer) {
+      Transport::start(std::move(socket), peer, read_size, factory);
+    });
 }
 
 void connect(asio::io_context& io, const std::string& host, std::uint16_t port, ProtocolFactory factory,
@@ -319,8 +321,12 @@ void connect(asio::io_context& io, const std::string& host, std::uint16_t port, 
                        [factory = std::move(factory), on_failure = std::move(on_failure), read_size](
                          const error_code& ec, tcp::socket socket) {
                          if (ec) return on_failure(ec);
+                         // Connected just now: the address connected to (if the peer has already
+                         // reset, the unspecified one; the reset comes with the first read).
+                         error_code ignored;
+                         tcp::endpoint peer = socket.remote_endpoint(ignored);
                          // As asyncio's create_connection raises: a factory that throws is a failure to connect.
-                         if (!Transport::start(std::move(socket), read_size, factory))
+                         if (!Transport::start(std::move(socket), peer, read_size, factory))
                            on_failure(asio::error::connection_aborted);
                        });
 }

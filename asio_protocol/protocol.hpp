@@ -162,14 +162,16 @@ public:
   TimerHandle call_later(std::chrono::nanoseconds delay, std::function<void()> callback);
   TimerHandle call_at(std::chrono::steady_clock::time_point when, std::function<void()> callback);
 
-  // Makes a Transport for socket with a Protocol from factory, and starts it: connection_made,
-  // then reading. False if the factory threw. For listen and connect.
-  static bool start(tcp::socket socket, std::size_t read_size, const ProtocolFactory& factory);
+  // Makes a Transport for socket (connected to peer, as accept or connect saw it) with a
+  // Protocol from factory, and starts it: connection_made, then reading. False if the factory
+  // threw. For listen and connect.
+  static bool start(tcp::socket socket, const tcp::endpoint& peer, std::size_t read_size,
+                    const ProtocolFactory& factory);
 
 private:
   enum class state { open, eof_asked, write_ended, closing, ended };  // see the table above
 
-  Transport(tcp::socket socket, std::size_t read_size);
+  Transport(tcp::socket socket, const tcp::endpoint& peer, std::size_t read_size);
   void do_read();
   void on_read(const error_code& ec, std::size_t n);
   void queue(std::string_view bytes, bool copy);

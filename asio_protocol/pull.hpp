@@ -1,6 +1,7 @@
 // The --pull dialogue, the tutorial's last one: the client asks for each chunk with a request,
 // "poems", sent on connecting and again after each piece of data it receives; the server
-// answers every complete request with one chunk, and half-closes after the last.
+// answers every complete request with one chunk, and half-closes after the last. And the end of
+// a poem, which both dialogues' servers share.
 #pragma once
 
 #include "asio_protocol/protocol.hpp"
@@ -17,6 +18,27 @@
 namespace poetry {
 
 constexpr std::string_view pull_request = "poems";
+
+// Waits for linger_time, then closes the connection if the client has all the poem or stopped
+// reading (linger_may_end), else waits again.
+inline void linger(proto::Transport& transport, std::size_t& unacknowledged)
+{
+  transport.call_later(linger_time, [&transport, &unacknowledged] {
+    if (linger_may_end(transport.native_handle(), unacknowledged)) return transport.close();
+    linger(transport, unacknowledged);  // it is still taking the poem in
+  });
+}
+
+// The end of a poem, in both dialogues' servers: half-close, then keep reading until the client
+// closes (both directions have then ended, and the Transport closes) or the linger ends.
+// unacknowledged: the Protocol's own, for linger_may_end.
+inline void end_of_poem(proto::Transport& transport, std::size_t& unacknowledged)
+{
+  set_reset_on_close(transport.native_handle(), false);
+  transport.write_eof();
+  unacknowledged = unacknowledged_bytes(transport.native_handle());
+  linger(transport, unacknowledged);
+}
 
 // Counts the complete requests in a stream that TCP may split ("po" + "ems") or join
 // ("poemspoems") anywhere. Bytes that are not part of a request are ignored.
@@ -149,14 +171,8 @@ private:
     transport_->call_later(delivery_check, [this] { do_cut_short(); });
   }
 
-  // The end of the poem: half-close, then keep reading until the client closes or the linger
-  // time passes (see PoetryServerProtocol::do_linger).
-  void do_linger()
-  {
-    set_reset_on_close(transport_->native_handle(), false);
-    transport_->write_eof();
-    transport_->call_later(linger_time, [this] { transport_->close(); });
-  }
+  // The end of the poem: the graceful close (end_of_poem, above).
+  void do_linger() { end_of_poem(*transport_, unacknowledged_); }
 
   const std::string& poem_;
   const server_options& options_;
@@ -170,6 +186,7 @@ private:
   bool client_done_ = false;                       // the client half-closed: no more requests
   bool cut_short_ = false;                         // we are closing before the last byte, and said so
   std::chrono::steady_clock::time_point give_up_;  // ... waiting for delivery until then
+  std::size_t unacknowledged_ = 0;                 // lingering: for end_of_poem
 
   static constexpr std::chrono::milliseconds delivery_check{5};
 };

@@ -109,21 +109,16 @@ private:
     next_ += chunk.size();
   }
 
-  // The end of the poem: half-close, then keep reading until the client closes (both directions
-  // have then ended, and the Transport closes) or the linger time passes.
-  void do_linger()
-  {
-    set_reset_on_close(transport_->native_handle(), false);
-    transport_->write_eof();
-    transport_->call_later(linger_time, [this] { transport_->close(); });
-  }
+  // The end of the poem: the graceful close (pull.hpp).
+  void do_linger() { end_of_poem(*transport_, unacknowledged_); }
 
   const std::string& poem_;
   const server_options& options_;
   Transport* transport_ = nullptr;
-  std::size_t sent_ = 0;          // handed to the kernel
-  std::size_t next_ = 0;          // where the next chunk starts
-  steady_clock::time_point due_;  // when the next chunk is due
+  std::size_t sent_ = 0;            // handed to the kernel
+  std::size_t next_ = 0;            // where the next chunk starts
+  steady_clock::time_point due_;    // when the next chunk is due
+  std::size_t unacknowledged_ = 0;  // lingering: for end_of_poem
 };
 
 // Runs every connection on this one thread until a signal stops the loop.

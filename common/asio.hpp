@@ -25,6 +25,35 @@
 
 #include <boost/asio.hpp>
 
+#include <cstddef>
+#include <new>
+#include <vector>
+
+namespace poetry {
+
+// Where an Asio server reads what a client sends, only to throw it away: 64 bytes while the
+// client is quiet (most clients send nothing), twice as many each time a read fills it, up to
+// 64 KiB: a client that sends a lot costs a read per 64 KiB, not one per 64 bytes.
+class discard_buffer {
+public:
+  boost::asio::mutable_buffer space() { return boost::asio::buffer(bytes_); }
+  // After a read of n bytes into space().
+  void filled(std::size_t n)
+  {
+    if (n < bytes_.size() || bytes_.size() >= 65536) return;
+    try {
+      bytes_.resize(bytes_.size() * 2);
+    } catch (const std::bad_alloc&) {
+      // Out of memory: the buffer stays as it is, and reading goes on.
+    }
+  }
+
+private:
+  std::vector<char> bytes_ = std::vector<char>(64);
+};
+
+}  // namespace poetry
+
 #if defined(BOOST_ASIO_HAS_CO_AWAIT)
 namespace poetry {
 

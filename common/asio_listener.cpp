@@ -68,8 +68,9 @@ void accept_loop::restart()
 
 void accept_loop::do_accept()
 {
-  acceptor_.async_accept(
-    [self = shared_from_this()](const error_code& ec, tcp::socket socket) { self->on_accept(ec, std::move(socket)); });
+  acceptor_.async_accept(peer_, [self = shared_from_this()](const error_code& ec, tcp::socket socket) {
+    self->on_accept(ec, std::move(socket));
+  });
 }
 
 void accept_loop::on_accept(const error_code& ec, tcp::socket socket)
@@ -86,7 +87,7 @@ void accept_loop::on_accept(const error_code& ec, tcp::socket socket)
     return;
   }
   try {
-    on_accept_(std::move(socket));
+    on_accept_(std::move(socket), peer_);
   } catch (...) {
     // Out of memory for this client: its socket, reset-on-close from accept on, closes with a
     // reset, and the others go on.

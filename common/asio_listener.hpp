@@ -19,14 +19,15 @@ namespace poetry {
 // std::runtime_error("cannot listen on IFACE:PORT: reason").
 boost::asio::ip::tcp::acceptor open_listener(boost::asio::io_context& io, const std::string& iface, std::uint16_t port);
 
-// The accept loop of an Asio server: hands every accepted socket to on_accept, for as long as
-// the listening socket is open. The errors accept(2) says to retry (the client left first, a
+// The accept loop of an Asio server: hands every accepted socket to on_accept, with the peer's
+// address as accept returned it (the client may have reset since, and then the socket no longer
+// knows it), for as long as the listening socket is open. The errors accept(2) says to retry (the client left first, a
 // network hiccup) are retried at once; any other (out of descriptors or memory) pauses accepting
 // for accept_pause. Nothing owns it but its pending handlers, and whoever keeps the pointer.
 // (The Protocol layer's Server; asio_callbacks and asio_coroutines write the same loop out.)
 class accept_loop : public std::enable_shared_from_this<accept_loop> {
 public:
-  using handler = std::function<void(boost::asio::ip::tcp::socket)>;
+  using handler = std::function<void(boost::asio::ip::tcp::socket, const boost::asio::ip::tcp::endpoint& peer)>;
   static std::shared_ptr<accept_loop> start(boost::asio::ip::tcp::acceptor acceptor, handler on_accept);
   std::uint16_t port() const;  // the port bound (port 0 picks a free one)
   void close();                // stops accepting; what was accepted goes on
@@ -42,6 +43,7 @@ private:
   boost::asio::ip::tcp::acceptor acceptor_;
   boost::asio::steady_timer pause_;  // the pause after running out of descriptors
   handler on_accept_;
+  boost::asio::ip::tcp::endpoint peer_;  // where accept puts the client's address
 };
 
 }  // namespace poetry

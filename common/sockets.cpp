@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <utility>
 #include <stdexcept>
 
 #include <fcntl.h>
@@ -77,14 +78,6 @@ std::uint16_t local_port(int fd)
   return ntohs(reinterpret_cast<sockaddr_in*>(&storage)->sin_port);
 }
 
-std::string peer_name(int fd)
-{
-  sockaddr_storage storage{};
-  socklen_t length = sizeof storage;
-  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&storage), &length) != 0) return "unknown peer";
-  return to_string(reinterpret_cast<const sockaddr*>(&storage));
-}
-
 static void set_timeout(int fd, int option, std::chrono::nanoseconds timeout)
 {
   // Rounded up, to at least a microsecond: a zero timeval would mean "no timeout at all".
@@ -137,14 +130,25 @@ void close_gracefully(unique_fd fd)
 {
   set_reset_on_close(fd.get(), false);
   ::shutdown(fd.get(), SHUT_WR);
+  std::size_t unacknowledged = unacknowledged_bytes(fd.get());
   set_timeout(fd.get(), SO_RCVTIMEO, linger_time);
   auto deadline = std::chrono::steady_clock::now() + linger_time;
   char discard[4096];
-  while (std::chrono::steady_clock::now() < deadline) {
+  for (;;) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      if (linger_may_end(fd.get(), unacknowledged)) break;
+      deadline = std::chrono::steady_clock::now() + linger_time;  // it is still reading
+    }
     ssize_t n = ::recv(fd.get(), discard, sizeof discard, 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;  // the client closed, or vanished, or the linger time ran out
+    if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) continue;  // EAGAIN: timed out
+    if (n <= 0) break;  // the client closed, or vanished
   }
+}
+
+bool linger_may_end(int fd, std::size_t& unacknowledged)
+{
+  std::size_t before = std::exchange(unacknowledged, unacknowledged_bytes(fd));
+  return unacknowledged == 0 || unacknowledged >= before;
 }
 
 void set_nonblocking(int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK); }

@@ -37,8 +37,17 @@ private:
 };
 
 // How long a server keeps reading (and discarding) after its last byte, waiting for the
-// client to close first, so that unread client input never turns the close into a reset.
+// client to close first, so that unread client input never turns the close into a reset. A
+// client still taking in the poem when it passes is given more, as long as it goes on (see
+// linger_may_end).
 constexpr std::chrono::seconds linger_time{1};
+
+// Asked each time linger_time passes and the client has not closed: may the server close now?
+// Yes when the client's TCP has acknowledged every byte (then not even a reset can take a byte
+// from it), or when it acknowledged none since the last time asked, since it stopped reading;
+// no while it is still taking the poem in. unacknowledged holds the count the last time asked
+// (unacknowledged_bytes at the half-close, the first time), and is brought up to date.
+bool linger_may_end(int fd, std::size_t& unacknowledged);
 
 // True for the bind errors that mean "this machine has no such address" (try the next one),
 // as opposed to, say, "port in use" (report it).
@@ -57,9 +66,8 @@ constexpr std::chrono::milliseconds accept_pause{100};
 // dual-stack for "::", and marked reset-on-close, which every accepted socket inherits. Throws std::runtime_error("cannot listen on IFACE:PORT: reason").
 unique_fd listen_on(const std::string& iface, std::uint16_t port);
 
-// The port a socket is bound to, and the address of its peer ("127.0.0.1:51234").
+// The port a socket is bound to.
 std::uint16_t local_port(int fd);
-std::string peer_name(int fd);
 
 // Connects to each address of where in turn until one answers (a blocking connect).
 // With a timeout, connect and every later recv give up after that long without progress.
@@ -82,7 +90,7 @@ inline int send_all(int fd, std::string_view data)
 }
 
 // The end of a poem on a blocking socket: no more reset on close, half-close, discard what the client sent until it
-// closes or linger_time passes, then close.
+// closes or the linger may end (linger_may_end, each linger_time), then close.
 void close_gracefully(unique_fd fd);
 
 void set_nonblocking(int fd);

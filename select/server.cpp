@@ -55,7 +55,8 @@ struct connection {
   std::size_t sent = 0;               // bytes of the poem written so far
   std::size_t chunk_end = 0;          // sending: where the chunk being written ends
   steady_clock::time_point deadline;  // waiting: the next chunk is due (sending: this one was due);
-                                      // lingering: stop waiting for the client
+                                      // lingering: ask whether to stop waiting for the client
+  std::size_t unacknowledged = 0;     // lingering: bytes its TCP had not acknowledged when last asked
   bool client_closed = false;         // the client half-closed: no more input will come
 };
 
@@ -94,12 +95,13 @@ void send_poem(connection& c, const std::string& poem, const server_options& opt
     c.deadline = std::max(c.deadline + options.delay, now);
     return;
   }
-  // The last byte is out: half-close, then read until the client closes or linger_time passes.
+  // The last byte is out: half-close, then read until the client closes or the linger may end.
   report_sent(c.sent, c.peer);
   set_reset_on_close(c.socket.get(), false);
   ::shutdown(c.socket.get(), SHUT_WR);
   c.is = c.client_closed ? state::closed : state::lingering;
   c.deadline = now + linger_time;
+  c.unacknowledged = unacknowledged_bytes(c.socket.get());
 }
 
 // Reads and throws away what the client sent (input left unread would turn our close into a
@@ -204,7 +206,11 @@ void serve(const unique_fd& listener, const unique_fd& signals, status_outbox& o
         if (ready & selector::read) discard_input(c, poem);
         if (c.is == state::sending && (ready & selector::write)) send_poem(c, poem, options);
         if (c.is == state::waiting && c.deadline <= now) send_poem(c, poem, options);
-        if (c.is == state::lingering && c.deadline <= now) c.is = state::closed;  // it did not close: we do
+        if (c.is == state::lingering && c.deadline <= now) {
+          // It did not close: we do, unless it is still taking the poem in.
+          if (linger_may_end(fd, c.unacknowledged)) c.is = state::closed;
+          else c.deadline = now + linger_time;
+        }
       } catch (const std::exception& e) {
         // Out of memory (for a status line): this client is cut short, not the server.
         lose(c, poem.size(), e.what());

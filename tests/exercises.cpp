@@ -121,22 +121,6 @@ double summary_seconds(const std::string& err)
 
 namespace {
 
-// A connection to the server with a small receive buffer (64 KiB unless said): the server's sends
-// then block once its own send buffer is full too, a few megabytes in, whatever the system's
-// buffer sizes.
-unique_fd connect_small(std::uint16_t port, int size = 65536)
-{
-  unique_fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
-  sockaddr_in to{};
-  to.sin_family = AF_INET;
-  to.sin_port = htons(port);
-  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  BOOST_TEST_REQUIRE(::connect(fd.get(), reinterpret_cast<sockaddr*>(&to), sizeof to) == 0,
-                     "cannot connect to the server: " << std::strerror(errno));
-  return fd;
-}
-
 // The server's end of a connection this test opened (ours): a copy of the server's descriptor for
 // it, taken with pidfd_getfd, to read its socket options. Empty where the system does not let a
 // test look (a kernel before 5.6, no right to trace the server): the check then goes by behaviour.

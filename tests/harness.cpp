@@ -16,10 +16,12 @@
 #include <utility>
 
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -335,6 +337,19 @@ bool child::running()
 {
   if (status_) return false;
   return !wait(0ms).has_value();
+}
+
+poetry::unique_fd connect_small(std::uint16_t port, int size)
+{
+  poetry::unique_fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(port);
+  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  BOOST_TEST_REQUIRE(::connect(fd.get(), reinterpret_cast<sockaddr*>(&to), sizeof to) == 0,
+                     "cannot connect to the server: " << std::strerror(errno));
+  return fd;
 }
 
 spawn_options room_for(std::size_t clients)

@@ -16,6 +16,8 @@
 
 #include <boost/test/tools/assertion_result.hpp>
 
+#include "common/sockets.hpp"  // unique_fd
+
 #include <sys/types.h>
 
 namespace poetry::test {
@@ -105,6 +107,11 @@ private:
   bool out_closed_ = false, err_closed_ = false;
   std::thread out_reader_, err_reader_;
 };
+
+// A connection to 127.0.0.1:port whose receive buffer is size bytes, set before connecting (so
+// the kernel does not grow it): what a slow reader holds back stays small, and the rest of what
+// the server wrote waits on the server's side.
+poetry::unique_fd connect_small(std::uint16_t port, int size = 65536);
 
 // Spawn options with a descriptor limit that leaves room for this many clients at once.
 spawn_options room_for(std::size_t clients);

@@ -10,8 +10,10 @@
 #include "common/asio_listener.hpp"
 #include "common/sockets.hpp"
 
+#include <atomic>
 #include <csignal>
 #include <cstdio>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -56,7 +58,30 @@ void vanish_after_some_bytes(std::uint16_t port)
   ::setsockopt(fd.get(), SOL_SOCKET, SO_LINGER, &abort, sizeof abort);
 }
 
+// The address of a client's own end ("127.0.0.1:51234"), as the server's lines name the client.
+std::string own_name(int fd)
+{
+  sockaddr_storage storage{};
+  socklen_t length = sizeof storage;
+  BOOST_TEST_REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&storage), &length) == 0);
+  return poetry::to_string(reinterpret_cast<const sockaddr*>(&storage));
+}
+
+// The Lost lines a server printed.
+std::vector<std::string> lost_lines(const std::string& out)
+{
+  std::vector<std::string> lines;
+  std::istringstream in(out);
+  for (std::string line; std::getline(in, line);)
+    if (line.starts_with("Lost ")) lines.push_back(line);
+  return lines;
+}
+
 bool is_serial(const std::string& model) { return model == "blocking"; }
+
+// The models that read a client's input while they send (every one but blocking and threaded,
+// whose threads only write until the poem is out), and so see a reset as it comes.
+bool reads_while_sending(const std::string& model) { return model != "blocking" && model != "threaded"; }
 
 // Under ThreadSanitizer a server's exit status after a signal is TSan's: the threaded server
 // ends with finished connection threads not yet joined (the process ends them), which TSan
@@ -104,6 +129,54 @@ BOOST_DATA_TEST_CASE(a_client_that_vanishes_costs_only_itself, bdata::make(model
   BOOST_TEST(s.process().running());
 }
 
+// A reset ends the connection with the reset as its reason (not the "Broken pipe" of a write
+// after it), at once in a model that reads while it sends (not at the next chunk, 3 s later).
+BOOST_DATA_TEST_CASE(a_reset_is_lost_at_once_with_its_own_reason, bdata::make(models()), model)
+{
+  temp_dir dir;
+  std::string poem = ascii_poem();
+  server s(model, dir.write("poem", poem), {"--delay", "3", "--num-bytes", "8", "-q"});
+  std::string peer;
+  {
+    unique_fd fd = connect_raw("127.0.0.1", s.port());
+    peer = own_name(fd.get());
+    char some[8];
+    BOOST_TEST_REQUIRE(::recv(fd.get(), some, sizeof some, MSG_WAITALL) == 8);
+    linger abort{1, 0};
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_LINGER, &abort, sizeof abort);
+  }
+  auto reset_at = std::chrono::steady_clock::now();
+  std::string expected =
+    "Lost " + peer + " after 8 of " + std::to_string(poem.size()) + " bytes: Connection reset by peer";
+  BOOST_TEST_REQUIRE(s.process().wait_for_output(expected, 10s), "no '" << expected << "': " << s.process().out());
+  double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - reset_at).count();
+  if (reads_while_sending(model)) BOOST_TEST(took < 1.5, "the reset was reported " << took << " s after it came");
+}
+
+// Clients that reset as soon as they have connected, some before the server accepts them:
+// each is named by the address accept returned (the socket itself no longer knows it), with
+// the reset as the reason.
+BOOST_DATA_TEST_CASE(clients_that_reset_at_once_are_named_as_accept_saw_them, bdata::make(models()), model)
+{
+  temp_dir dir;
+  std::string poem = ascii_poem();
+  server s(model, dir.write("poem", poem), {"--delay", "0.01", "--num-bytes", "8", "-q"});
+  std::set<std::string> peers;
+  for (int i = 0; i < 50; ++i) {
+    unique_fd fd = connect_raw("127.0.0.1", s.port());
+    peers.insert(own_name(fd.get()));
+    linger abort{1, 0};
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_LINGER, &abort, sizeof abort);
+  }
+  BOOST_TEST_REQUIRE(poll_until([&] { return lost_lines(s.process().out()).size() >= peers.size(); }, 20s),
+                     lost_lines(s.process().out()).size() << " Lost lines for " << peers.size() << " resets");
+  for (const std::string& line : lost_lines(s.process().out())) {
+    std::string peer = line.substr(5, line.find(" after ") - 5);
+    BOOST_TEST(peers.contains(peer), line);
+    BOOST_TEST(line.ends_with(": Connection reset by peer"), line);
+  }
+}
+
 BOOST_DATA_TEST_CASE(a_client_that_talks_and_reads_slowly_gets_every_byte_and_a_clean_end, bdata::make(models()), model)
 {
   temp_dir dir;
@@ -115,6 +188,33 @@ BOOST_DATA_TEST_CASE(a_client_that_talks_and_reads_slowly_gets_every_byte_and_a_
   auto [got, clean] = read_to_end(fd.get(), 256 * 1024, std::chrono::microseconds(200));
   BOOST_TEST(clean);  // end of stream, not "connection reset by peer"
   BOOST_TEST((got == poem), "got " << got.size() << " of " << poem.size() << " bytes");
+}
+
+// "Sent" promises the whole poem: a client that goes on sending while it reads slowly gets every
+// byte and a clean end, however long it still takes after the server's last write (a close
+// while its input comes in would be a reset, and the bytes not yet delivered would be lost).
+BOOST_DATA_TEST_CASE(a_client_that_keeps_talking_while_it_reads_slowly_gets_the_whole_poem, bdata::make(models()),
+                     model)
+{
+  temp_dir dir;
+  std::string poem = large_poem(4 << 20);
+  server s(model, dir.write("poem", poem), {"--delay", "0", "--num-bytes", "65536", "-q"});
+  unique_fd fd = connect_small(s.port());  // most of the poem waits on the server's side
+  std::atomic<bool> reading{true};
+  std::thread talker([&] {
+    std::string chatter(4096, 'q');
+    while (reading) {
+      if (::send(fd.get(), chatter.data(), chatter.size(), MSG_NOSIGNAL | MSG_DONTWAIT) < 0 && errno != EAGAIN) break;
+      std::this_thread::sleep_for(10ms);  // a pace, not synchronisation
+    }
+  });
+  // About 1.6 MB/s: the last byte comes some 2.5 s after the server's last write.
+  auto [got, clean] = read_to_end(fd.get(), 64 * 1024, 40ms);
+  reading = false;
+  talker.join();
+  BOOST_TEST(clean);  // end of stream, not "connection reset by peer"
+  BOOST_TEST((got == poem), "got " << got.size() << " of " << poem.size() << " bytes");
+  BOOST_TEST(s.process().wait_for_output("Sent " + std::to_string(poem.size()), 5s), s.process().out());
 }
 
 BOOST_DATA_TEST_CASE(a_client_that_never_reads_stalls_only_itself, bdata::make(models()), model)
@@ -252,10 +352,11 @@ BOOST_DATA_TEST_CASE(lost_counts_the_bytes_handed_to_the_kernel, bdata::make(mod
 {
   temp_dir dir;
   std::string poem = large_poem(8 << 20);
-  // One chunk of 8 MiB: the client takes 1 MiB of it, then resets the connection.
+  // One chunk of 8 MiB: the client takes 1 MiB of it, then resets the connection. Its receive
+  // buffer is small: the kernel could otherwise grow it until it took the whole poem ("Sent").
   server s(model, dir.write("poem", poem), {"--delay", "0", "--num-bytes", std::to_string(poem.size()), "-q"});
   {
-    unique_fd fd = connect_raw("127.0.0.1", s.port());
+    unique_fd fd = connect_small(s.port());
     std::string got(1 << 20, '\0');
     BOOST_TEST(::recv(fd.get(), got.data(), got.size(), MSG_WAITALL) == static_cast<ssize_t>(got.size()));
     linger abort{1, 0};
