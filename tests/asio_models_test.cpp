@@ -390,6 +390,7 @@ BOOST_DATA_TEST_CASE(a_clients_input_is_thrown_away_in_large_reads, bdata::make(
     BOOST_TEST(e.ended);
     BOOST_TEST(same_bytes(e.bytes, poem));
   });
+  BOOST_TEST_MESSAGE(model << ": " << reads << " reads for 8 MiB");
   BOOST_TEST(reads < 2048, reads << " reads for 8 MiB (" << (8 << 20) / std::max(reads, 1) << " bytes a read)");
 }
 BOOST_AUTO_TEST_SUITE_END()
