@@ -91,8 +91,7 @@ bool Transport::start(tcp::socket socket, const tcp::endpoint& peer, std::size_t
     self->protocol_ = factory();
     connections_of(self->socket_.get_executor()).live.insert(self);
   } catch (...) {
-    // No Protocol, no connection. (A server's socket is reset-on-close from accept on,
-    // common/asio_listener.hpp, so its peer sees a reset.)
+    // No Protocol, no connection (a server's socket is reset-on-close: its peer sees a reset).
     complain(self ? self->peer_ : "a new connection", "the factory failed");
     return false;
   }
@@ -306,29 +305,25 @@ TimerHandle Transport::call_at(std::chrono::steady_clock::time_point when, std::
 std::shared_ptr<Server> listen(asio::io_context& io, const std::string& host, std::uint16_t port,
                                ProtocolFactory factory, std::size_t read_size)
 {
-  return poetry::accept_loop::start(
-    poetry::open_listener(io, host, port),
-    [factory = std::move(factory), read_size](tcp::socket socket, const tcp::endpoint& peer) {
-      Transport::start(std::move(socket), peer, read_size, factory);
-    });
+  auto start = [factory = std::move(factory), read_size](tcp::socket socket, const tcp::endpoint& peer) {
+    Transport::start(std::move(socket), peer, read_size, factory);
+  };
+  return poetry::accept_loop::start(poetry::open_listener(io, host, port), std::move(start));
 }
 
 void connect(asio::io_context& io, const std::string& host, std::uint16_t port, ProtocolFactory factory,
              std::function<void(const error_code&)> on_failure, std::optional<std::chrono::nanoseconds> timeout,
              std::size_t read_size)
 {
-  poetry::connect_each(io, host, port, timeout,
-                       [factory = std::move(factory), on_failure = std::move(on_failure), read_size](
-                         const error_code& ec, tcp::socket socket) {
-                         if (ec) return on_failure(ec);
-                         // Connected just now: the address connected to (if the peer has already
-                         // reset, the unspecified one; the reset comes with the first read).
-                         error_code ignored;
-                         tcp::endpoint peer = socket.remote_endpoint(ignored);
-                         // As asyncio's create_connection raises: a factory that throws is a failure to connect.
-                         if (!Transport::start(std::move(socket), peer, read_size, factory))
-                           on_failure(asio::error::connection_aborted);
-                       });
+  auto start = [factory = std::move(factory), on_failure = std::move(on_failure), read_size](const error_code& ec,
+                                                                                             tcp::socket socket) {
+    if (ec) return on_failure(ec);
+    error_code ignored;
+    tcp::endpoint peer = socket.remote_endpoint(ignored);  // as connect saw it
+    // As asyncio's create_connection raises: a factory that throws is a failure to connect.
+    if (!Transport::start(std::move(socket), peer, read_size, factory)) on_failure(asio::error::connection_aborted);
+  };
+  poetry::connect_each(io, host, port, timeout, std::move(start));
 }
 
 }  // namespace proto

@@ -116,9 +116,6 @@ constexpr std::size_t default_read_size = 64 * 1024;
 // for who owns them); a Protocol gets a reference to its own in connection_made.
 class Transport : public std::enable_shared_from_this<Transport> {
 public:
-  Transport(const Transport&) = delete;
-  Transport& operator=(const Transport&) = delete;
-
   // Queues a copy of bytes, to be written after what is already queued; one write runs at a
   // time. Ignored once close or abort has been called; after write_eof, an error
   // (std::logic_error).
@@ -162,9 +159,8 @@ public:
   TimerHandle call_later(std::chrono::nanoseconds delay, std::function<void()> callback);
   TimerHandle call_at(std::chrono::steady_clock::time_point when, std::function<void()> callback);
 
-  // Makes a Transport for socket (connected to peer, as accept or connect saw it) with a
-  // Protocol from factory, and starts it: connection_made, then reading. False if the factory
-  // threw. For listen and connect.
+  // For listen and connect: makes a Transport for socket (peer: as accept or connect saw it) with
+  // a Protocol from factory, and starts it (connection_made, reading). False if factory threw.
   static bool start(tcp::socket socket, const tcp::endpoint& peer, std::size_t read_size,
                     const ProtocolFactory& factory);
 
