@@ -21,9 +21,9 @@ boost::asio::ip::tcp::acceptor open_listener(boost::asio::io_context& io, const 
 
 // The accept loop of an Asio server: hands every accepted socket to on_accept, with the peer's
 // address as accept returned it (the client may have reset since, and then the socket no longer
-// knows it), for as long as the listening socket is open. The errors accept(2) says to retry (the client left first, a
-// network hiccup) are retried at once; any other (out of descriptors or memory) pauses accepting
-// for accept_pause. Nothing owns it but its pending handlers, and whoever keeps the pointer.
+// knows it), for as long as the listening socket is open. The errors accept(2) says to retry
+// (the client left first, a network hiccup) are retried at once; any other (out of descriptors
+// or memory) pauses accepting for accept_pause. Nothing owns it but its pending handlers, and whoever keeps the pointer.
 // (The Protocol layer's Server; asio_callbacks and asio_coroutines write the same loop out.)
 class accept_loop : public std::enable_shared_from_this<accept_loop> {
 public:

@@ -4,8 +4,8 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <utility>
 #include <stdexcept>
+#include <utility>
 
 #include <fcntl.h>
 #include <linux/sockios.h>

@@ -246,18 +246,15 @@ BOOST_DATA_TEST_CASE(a_client_that_resets_before_accept_is_named, bdata::make(as
   // While the server is stopped, the kernel completes the handshake and takes the reset: the
   // server accepts a connection whose peer has already gone (getpeername says ENOTCONN).
   s.signal(SIGSTOP);
-  std::uint16_t client_port = 0;
+  std::string client;
   {
     unique_fd fd = connect_within(port, std::chrono::seconds(10));
-    sockaddr_in me{};
-    socklen_t length = sizeof me;
-    ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&me), &length);
-    client_port = ntohs(me.sin_port);
+    client = client_name(fd.get());
     linger abort{1, 0};
     ::setsockopt(fd.get(), SOL_SOCKET, SO_LINGER, &abort, sizeof abort);
   }
   s.signal(SIGCONT);
-  std::string named = "Somebody at 127.0.0.1:" + std::to_string(client_port) + " wants poetry!";
+  std::string named = "Somebody at " + client + " wants poetry!";
   BOOST_TEST(s.wait_for_output(named, 10s), s.out());
   BOOST_TEST(s.out().find("unknown") == std::string::npos, s.out());
   BOOST_TEST(run_client("asio_callbacks", {"-q", port_of(s)}).out == poem);

@@ -170,12 +170,10 @@ std::string read_to_end(const unique_fd& socket, std::string& got, std::size_t a
 }
 
 // The server's "Lost ..." lines, for a message.
-std::string lost_lines(child& process)
+std::string lost_message(child& process)
 {
-  std::istringstream out(process.out());
   std::string lines;
-  for (std::string line; std::getline(out, line);)
-    if (line.rfind("Lost ", 0) == 0) lines += (lines.empty() ? "'" : ", '") + line + "'";
+  for (const std::string& line : lost_lines(process.out())) lines += (lines.empty() ? "'" : ", '") + line + "'";
   return lines.empty() ? "no Lost line" : lines;
 }
 
@@ -214,7 +212,7 @@ BOOST_AUTO_TEST_CASE(ex_1_1)
   BOOST_TEST_REQUIRE((error.empty() && got == poem),
                      "a client that stopped reading for 1 s got "
                        << got.size() << " of " << poem.size() << " bytes (" << (error.empty() ? "end of stream" : error)
-                       << "; the server said " << lost_lines(s.process())
+                       << "; the server said " << lost_message(s.process())
                        << "): a send should wait up to 5 s for room, a normal client is not stuck");
   normal.reset();
   // A client that never reads, and one after it.
@@ -1005,29 +1003,10 @@ BOOST_AUTO_TEST_CASE(ex_4_2) { check_two_threads("asio_callbacks"); }
 
 namespace {
 
-// How the server names the client of a connected socket: its local address, "127.0.0.1:PORT".
-std::string peer_name(int fd)
-{
-  sockaddr_storage local{};
-  socklen_t length = sizeof local;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &length);
-  return poetry::to_string(reinterpret_cast<const sockaddr*>(&local));
-}
-
 // Whether a line is the server's "Lost PEER after ..." or "Lost PEER: ..." for this client.
 bool lost_line_of(const std::string& line, const std::string& peer)
 {
   return line.rfind("Lost " + peer + " ", 0) == 0 || line.rfind("Lost " + peer + ":", 0) == 0;
-}
-
-// The "Lost" lines of a server's output.
-std::vector<std::string> lost_lines(const std::string& out)
-{
-  std::vector<std::string> lines;
-  std::istringstream in(out);
-  for (std::string line; std::getline(in, line);)
-    if (line.rfind("Lost ", 0) == 0) lines.push_back(line);
-  return lines;
 }
 
 // Lines on one line (scripts/check shows the first line of a failure), " / " between them.
@@ -1054,7 +1033,7 @@ class slow_reader {
 public:
   explicit slow_reader(std::uint16_t port) : fd_(connect_small(port, 65536))
   {
-    peer = peer_name(fd_.get());
+    peer = client_name(fd_.get());
     thread_ = std::thread([this] {
       std::vector<char> buffer(16384);
       while (!stop_) {
@@ -1091,7 +1070,7 @@ void check_time_limit(const std::string& model)
   auto start = std::chrono::steady_clock::now();
   auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
   unique_fd stuck = connect_raw(s.port());
-  std::string stuck_peer = peer_name(stuck.get());
+  std::string stuck_peer = client_name(stuck.get());
   slow_reader slow(s.port());
   auto reader = [&] {
     return std::make_unique<child>(std::vector<std::string>{program("blocking", "client"), "-q", s.address()});

@@ -352,6 +352,23 @@ poetry::unique_fd connect_small(std::uint16_t port, int size)
   return fd;
 }
 
+std::string client_name(int fd)
+{
+  sockaddr_storage local{};
+  socklen_t length = sizeof local;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &length);
+  return poetry::to_string(reinterpret_cast<const sockaddr*>(&local));
+}
+
+std::vector<std::string> lost_lines(const std::string& out)
+{
+  std::vector<std::string> lines;
+  std::istringstream in(out);
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("Lost ", 0) == 0) lines.push_back(line);
+  return lines;
+}
+
 spawn_options room_for(std::size_t clients)
 {
   spawn_options options;

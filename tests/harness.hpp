@@ -113,6 +113,12 @@ private:
 // the server wrote waits on the server's side.
 poetry::unique_fd connect_small(std::uint16_t port, int size = 65536);
 
+// How a server names the client of a connected socket: the socket's own address ("127.0.0.1:51234").
+std::string client_name(int fd);
+
+// The "Lost" lines of a server's output.
+std::vector<std::string> lost_lines(const std::string& out);
+
 // Spawn options with a descriptor limit that leaves room for this many clients at once.
 spawn_options room_for(std::size_t clients);
 

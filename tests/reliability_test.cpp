@@ -58,25 +58,6 @@ void vanish_after_some_bytes(std::uint16_t port)
   ::setsockopt(fd.get(), SOL_SOCKET, SO_LINGER, &abort, sizeof abort);
 }
 
-// The address of a client's own end ("127.0.0.1:51234"), as the server's lines name the client.
-std::string own_name(int fd)
-{
-  sockaddr_storage storage{};
-  socklen_t length = sizeof storage;
-  BOOST_TEST_REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&storage), &length) == 0);
-  return poetry::to_string(reinterpret_cast<const sockaddr*>(&storage));
-}
-
-// The Lost lines a server printed.
-std::vector<std::string> lost_lines(const std::string& out)
-{
-  std::vector<std::string> lines;
-  std::istringstream in(out);
-  for (std::string line; std::getline(in, line);)
-    if (line.starts_with("Lost ")) lines.push_back(line);
-  return lines;
-}
-
 bool is_serial(const std::string& model) { return model == "blocking"; }
 
 // The models that read a client's input while they send (every one but blocking and threaded,
@@ -139,7 +120,7 @@ BOOST_DATA_TEST_CASE(a_reset_is_lost_at_once_with_its_own_reason, bdata::make(mo
   std::string peer;
   {
     unique_fd fd = connect_raw("127.0.0.1", s.port());
-    peer = own_name(fd.get());
+    peer = client_name(fd.get());
     char some[8];
     BOOST_TEST_REQUIRE(::recv(fd.get(), some, sizeof some, MSG_WAITALL) == 8);
     linger abort{1, 0};
@@ -164,7 +145,7 @@ BOOST_DATA_TEST_CASE(clients_that_reset_at_once_are_named_as_accept_saw_them, bd
   std::set<std::string> peers;
   for (int i = 0; i < 50; ++i) {
     unique_fd fd = connect_raw("127.0.0.1", s.port());
-    peers.insert(own_name(fd.get()));
+    peers.insert(client_name(fd.get()));
     linger abort{1, 0};
     ::setsockopt(fd.get(), SOL_SOCKET, SO_LINGER, &abort, sizeof abort);
   }
