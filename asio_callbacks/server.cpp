@@ -234,9 +234,9 @@ public:
     signals_.async_wait([this](error_code ec, int) { on_signal(ec); });
   }
 
-  // Starts the chain of accepts, first cancelling whatever accept or pause is pending: none at
-  // the start; after an exception has left run(), the accept in flight may have gone with it
-  // (Asio can throw from inside its completion, before on_accept), so the chain starts afresh.
+  // Starts the chain of accepts, first cancelling whatever wait or pause is pending: none at the
+  // start; after an exception has left run(), the wait in flight may have gone with it (Asio can
+  // throw from inside its completion, before on_readable), so the chain starts afresh.
   void accept()
   {
     error_code ignored;
@@ -248,27 +248,35 @@ public:
 private:
   void do_accept()
   {
-    acceptor_.async_accept(peer_, [this](error_code ec, tcp::socket socket) { on_accept(ec, std::move(socket)); });
+    acceptor_.async_wait(tcp::acceptor::wait_read, [this](error_code ec) { on_readable(ec); });
   }
 
-  void on_accept(error_code ec, tcp::socket socket)
+  // Clients are waiting: accepts every one, without waiting (the listener is non-blocking:
+  // open_listener), so that a burst of connects is taken before the sessions' handlers run and
+  // never overflows the kernel's queue; then waits again.
+  void on_readable(error_code ec)
   {
     // Closed: the server is shutting down; cancelled: accept() starts afresh.
     if (!acceptor_.is_open() || ec == asio::error::operation_aborted) return;
-    // The client left before we accepted it, or a network error: on to the next at once.
-    if (ec && retry_accept_at_once(ec.value())) return do_accept();
-    if (ec) {
-      // Anything else (out of descriptors or memory): wait a moment for some to be freed.
-      pause_.expires_after(accept_pause);
-      pause_.async_wait([this](error_code pause_ec) { on_pause(pause_ec); });
-      return;
-    }
-    try {
-      // Named as accept saw it: the client may have reset since (its socket is reset-on-close).
-      std::make_shared<session>(std::move(socket), to_string(peer_.data()), poem_, options_)->start();
-    } catch (const std::exception& e) {
-      // Out of memory: this client's socket closes with a reset; the others go on.
-      report_lost(peer_.data(), 0, poem_.size(), e.what());
+    for (;;) {
+      tcp::endpoint peer;  // where accept puts the client's address
+      tcp::socket socket = acceptor_.accept(peer, ec);
+      if (ec == asio::error::would_block) break;  // nobody left: wait again
+      // The client left before we accepted it, or a network error: on to the next at once.
+      if (ec && retry_accept_at_once(ec.value())) continue;
+      if (ec) {
+        // Anything else (out of descriptors or memory): wait a moment for some to be freed.
+        pause_.expires_after(accept_pause);
+        pause_.async_wait([this](error_code pause_ec) { on_pause(pause_ec); });
+        return;
+      }
+      try {
+        // Named as accept saw it: the client may have reset since (its socket is reset-on-close).
+        std::make_shared<session>(std::move(socket), to_string(peer.data()), poem_, options_)->start();
+      } catch (const std::exception& e) {
+        // Out of memory: this client's socket closes with a reset; the others go on.
+        report_lost(peer.data(), 0, poem_.size(), e.what());
+      }
     }
     do_accept();
   }
@@ -297,7 +305,6 @@ private:
   asio::steady_timer pause_;  // the pause after a failed accept
   const std::string& poem_;
   const server_options& options_;
-  tcp::endpoint peer_;  // where accept puts the client's address
 };
 
 // Runs every session on this one thread until a signal stops the loop.

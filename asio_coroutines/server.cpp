@@ -138,30 +138,39 @@ asio::awaitable<void> send_poem(std::shared_ptr<connection> client, std::string 
 asio::awaitable<void> accept_clients(tcp::acceptor& acceptor, asio::steady_timer& pause, const std::string& poem,
                                      const server_options& options)
 {
-  tcp::endpoint peer;  // where accept puts the client's address
   for (;;) {
     error_code ec;
+    tcp::endpoint peer;  // where accept puts the client's address
     bool accepted = false;
     try {
-      tcp::socket client = co_await acceptor.async_accept(peer, into(ec));  // only this coroutine waits
+      co_await acceptor.async_wait(tcp::acceptor::wait_read, into(ec));  // only this coroutine waits
       // Closed: the server is shutting down; cancelled: serve() starts afresh.
       if (!acceptor.is_open() || ec == asio::error::operation_aborted) co_return;
-      // The client left before we accepted it, or a network error: on to the next at once.
-      if (ec && retry_accept_at_once(ec.value())) continue;
-      if (ec) {
-        // Anything else (out of descriptors or memory): wait a moment for some to be freed.
-        pause.expires_after(accept_pause);
-        co_await pause.async_wait(into(ec));
-        if (ec) co_return;  // cancelled: serve() starts afresh
-        continue;
+      // Clients are waiting: accepts every one, without waiting (the listener is non-blocking:
+      // open_listener), so that a burst of connects is taken before the other coroutines run
+      // and never overflows the kernel's queue; then waits again.
+      for (;;) {
+        accepted = false;
+        tcp::socket client = acceptor.accept(peer, ec);
+        if (ec == asio::error::would_block) break;  // nobody left: wait again
+        // The client left before we accepted it, or a network error: on to the next at once.
+        if (ec && retry_accept_at_once(ec.value())) continue;
+        if (ec) {
+          // Anything else (out of descriptors or memory): wait a moment for some to be freed.
+          pause.expires_after(accept_pause);
+          co_await pause.async_wait(into(ec));
+          if (ec) co_return;  // cancelled: serve() starts afresh
+          break;
+        }
+        accepted = true;
+        // Named as accept saw it: the client may have reset since (its socket is reset-on-close).
+        asio::co_spawn(
+          acceptor.get_executor(),
+          send_poem(std::make_shared<connection>(std::move(client)), to_string(peer.data()), poem, options),
+          asio::detached);
       }
-      accepted = true;
-      // Named as accept saw it: the client may have reset since (its socket is reset-on-close).
-      asio::co_spawn(acceptor.get_executor(),
-                     send_poem(std::make_shared<connection>(std::move(client)), to_string(peer.data()), poem, options),
-                     asio::detached);
     } catch (const std::exception& e) {
-      // Out of memory, for this client (its socket closes with a reset) or for the next accept
+      // Out of memory, for this client (its socket closes with a reset) or for the next wait
       // (tried again at once); the others go on.
       if (accepted) report_lost(peer.data(), 0, poem.size(), e.what());
     }
@@ -190,7 +199,7 @@ void serve(asio::io_context& io, tcp::acceptor& listener, asio::signal_set& sign
   for (;;) {
     try {
       // The accept loop, first ending the one before, if any: after an exception has left run(),
-      // its accept in flight may have gone with it (Asio can throw from inside its completion,
+      // its wait in flight may have gone with it (Asio can throw from inside its completion,
       // before the coroutine resumes), so the loop starts afresh.
       error_code ignored;
       listener.cancel(ignored);

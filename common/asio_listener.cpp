@@ -30,6 +30,11 @@ tcp::acceptor open_listener(asio::io_context& io, const std::string& iface, std:
     set_reset_on_close(acceptor.native_handle(), true);
     acceptor.bind(at, ec);
     if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+    // The accept loops take every waiting client when the listener is readable: accept says
+    // would_block when none is left (not wait), and a client gone before it was accepted is
+    // reported, not waited past (Asio's synchronous accept would otherwise block on it).
+    if (!ec) acceptor.non_blocking(true, ec);
+    if (!ec) acceptor.set_option(asio::socket_base::enable_connection_aborted(true), ec);
     if (!ec) return acceptor;
     // As listen_on: only an address this machine cannot use sends us on to the next one.
     if (!unusable_address(ec.value())) break;
@@ -68,29 +73,35 @@ void accept_loop::restart()
 
 void accept_loop::do_accept()
 {
-  acceptor_.async_accept(peer_, [self = shared_from_this()](const error_code& ec, tcp::socket socket) {
-    self->on_accept(ec, std::move(socket));
-  });
+  acceptor_.async_wait(tcp::acceptor::wait_read,
+                       [self = shared_from_this()](const error_code& ec) { self->on_readable(ec); });
 }
 
-void accept_loop::on_accept(const error_code& ec, tcp::socket socket)
+void accept_loop::on_readable(const error_code& ec)
 {
-  if (!acceptor_.is_open()) return;  // closed
-  // The client left before we accepted it, or a network error: on to the next at once.
-  if (ec && retry_accept_at_once(ec.value())) return do_accept();
-  if (ec) {
-    // Anything else (out of descriptors or memory): wait a moment for some to be freed.
-    pause_.expires_after(accept_pause);
-    pause_.async_wait([self = shared_from_this()](const error_code& pause_ec) {
-      if (!pause_ec && self->acceptor_.is_open()) self->do_accept();
-    });
-    return;
-  }
-  try {
-    on_accept_(std::move(socket), peer_);
-  } catch (...) {
-    // Out of memory for this client: its socket, reset-on-close from accept on, closes with a
-    // reset, and the others go on.
+  if (!acceptor_.is_open() || ec == asio::error::operation_aborted) return;  // closed, or restarted
+  // Every waiting client, without waiting, as the Asio servers do.
+  for (;;) {
+    error_code accept_ec;
+    tcp::endpoint peer;
+    tcp::socket socket = acceptor_.accept(peer, accept_ec);
+    if (accept_ec == asio::error::would_block) break;
+    // The client left before we accepted it, or a network error: on to the next at once.
+    if (accept_ec && retry_accept_at_once(accept_ec.value())) continue;
+    if (accept_ec) {
+      // Anything else (out of descriptors or memory): wait a moment for some to be freed.
+      pause_.expires_after(accept_pause);
+      pause_.async_wait([self = shared_from_this()](const error_code& pause_ec) {
+        if (!pause_ec && self->acceptor_.is_open()) self->do_accept();
+      });
+      return;
+    }
+    try {
+      on_accept_(std::move(socket), peer);
+    } catch (...) {
+      // Out of memory for this client: its socket, reset-on-close from accept on, closes with a
+      // reset, and the others go on.
+    }
   }
   do_accept();
 }

@@ -390,4 +390,57 @@ BOOST_DATA_TEST_CASE(a_clients_input_is_thrown_away_in_large_reads, bdata::make(
   BOOST_TEST_MESSAGE(model << ": " << reads << " reads for 8 MiB");
   BOOST_TEST(reads < 2048, reads << " reads for 8 MiB (" << (8 << 20) / std::max(reads, 1) << " bytes a read)");
 }
+
+// The models with an event loop that accepts: the Asio ones, and select.
+std::vector<std::string> looping_models()
+{
+  std::vector<std::string> found = asio_models();
+  for (const std::string& model : models())
+    if (model == "select") found.push_back(model);
+  return found;
+}
+
+// A burst of connects is taken in one go: with 300 clients waiting in the listen queue of a
+// stopped server, the server, once it goes on, accepts them all before its loop waits again
+// (here: fewer than one wait for ten accepts). Accepting one client per turn of the loop, as a
+// chain of async_accepts does, waits once between every two accepts, while every session's
+// handlers run: on a busy machine, a burst of 10,000 then overflows the kernel's queue (4,096
+// here), and those clients' connects are retried a second later (connect_max 1 s in the race).
+BOOST_DATA_TEST_CASE(a_burst_of_waiting_clients_is_accepted_in_one_go, bdata::make(looping_models()), model)
+{
+  constexpr int clients = 300;
+  temp_dir dir;
+  std::string poem(400, 'x');
+  server s(model, dir.write("poem", poem), {"--delay", "0.2", "--num-bytes", "20", "-q"}, room_for(clients));
+  s.process().signal(SIGSTOP);
+  std::vector<unique_fd> waiting;  // connected by the kernel, in the queue of the stopped server
+  for (int i = 0; i < clients; ++i) waiting.push_back(connect_within(s.port(), std::chrono::seconds(20)));
+  std::string log = dir.path() + "/strace";
+  child tracer({"/usr/bin/strace", "-e", "trace=accept,accept4,epoll_wait,epoll_pwait,select,pselect6,poll,ppoll", "-o",
+                log, "-p", std::to_string(s.process().pid())});
+  BOOST_TEST_REQUIRE(tracer.wait_for_output("attached", 10s, true), "strace: " << tracer.err());
+  s.process().signal(SIGCONT);
+  for (auto& fd : waiting) {  // every client gets its first chunk
+    char chunk[20];
+    BOOST_TEST_REQUIRE(::recv(fd.get(), chunk, sizeof chunk, MSG_WAITALL) == 20);
+  }
+  tracer.signal(SIGINT);  // detaches
+  BOOST_TEST_REQUIRE(tracer.wait(10s).has_value());
+  // The waits between the first accept that returned a client and the last one.
+  int accepted = 0, waits = 0, waits_since_accept = 0;
+  std::istringstream lines(read_file(log));
+  for (std::string line; std::getline(lines, line);) {
+    bool is_accept = line.starts_with("accept");
+    if (is_accept && line.find(") = ") != std::string::npos && line.find(") = -1") == std::string::npos) {
+      if (accepted++ > 0) waits += waits_since_accept;
+      waits_since_accept = 0;
+    } else if (!is_accept && !line.starts_with("---") && !line.starts_with("+++") && accepted > 0) {  // a wait
+      ++waits_since_accept;
+    }
+  }
+  BOOST_TEST_MESSAGE(model << ": " << accepted << " accepts, " << waits << " waits between the first and the last");
+  BOOST_TEST(accepted == clients);
+  BOOST_TEST(waits * 10 < clients, waits << " waits of the loop while it accepted " << clients << " waiting clients");
+}
+
 BOOST_AUTO_TEST_SUITE_END()
