@@ -886,8 +886,8 @@ std::string first_argument(const std::string& text, std::size_t open)
 }
 
 // Whether a server's clients' sockets are made on strands, read from its code: a strand as
-// async_accept's first argument (asio::make_strand(...), or a variable made with make_strand or
-// declared a strand<...>), or a tcp::socket built on one, then accepted into.
+// accept's or async_accept's first argument (asio::make_strand(...), or a variable made with
+// make_strand or declared a strand<...>), or a tcp::socket built on one, then accepted into.
 bool accepts_onto_strands(const std::string& text)
 {
   std::vector<std::string> strands{"make_strand"};
@@ -900,12 +900,13 @@ bool accepts_onto_strands(const std::string& text)
       return std::regex_search(argument, std::regex("\\b" + name + "\\b"));
     });
   };
-  // async_accept(strand, ...), and tcp::socket s(strand) / s{strand} / make_shared<tcp::socket>(strand),
-  // and a socket member built on one in a constructor's list (socket_(make_strand(io))).
+  // accept(strand, ...), async_accept(strand, ...), and tcp::socket s(strand) / s{strand} /
+  // make_shared<tcp::socket>(strand), and a socket member built on one in a constructor's list
+  // (socket_(make_strand(io))).
   std::vector<std::string> sockets;
   std::regex named("\\btcp::socket\\s+(\\w+)\\s*[;({=]");
   for (std::sregex_iterator m(text.begin(), text.end(), named), end; m != end; ++m) sockets.push_back((*m)[1]);
-  std::string calls = "\\basync_accept\\s*\\(|\\btcp::socket\\s*>\\s*\\(";
+  std::string calls = "\\b(?:async_)?accept\\s*\\(|\\btcp::socket\\s*>\\s*\\(";
   for (const auto& name : sockets) calls += "|\\b" + name + "\\s*[({]";
   std::regex call(calls);
   for (std::sregex_iterator m(text.begin(), text.end(), call), end; m != end; ++m) {
@@ -932,9 +933,9 @@ void check_two_threads(const std::string& model)
          << "run on both at once (ThreadSanitizer catches it only when the timing shows it, so the check "
          << "reads the source)");
   BOOST_TEST_REQUIRE(accepts_onto_strands(text),
-                     file << " makes a strand, but its clients' sockets are not made on strands: give "
-                          << "async_accept a strand as its first argument (async_accept(asio::make_strand(io), "
-                          << "...)), or build the socket on one, so that each connection's handlers run on "
+                     file << " makes a strand, but its clients' sockets are not made on strands: build "
+                          << "each client's socket on a strand of its own (tcp::socket s(asio::make_strand(io)); "
+                          << "then acceptor.accept(s, peer, ec)), so that each connection's handlers run on "
                           << "its own strand, one at a time");
 
   constexpr int clients = 1000, resets = 50;
