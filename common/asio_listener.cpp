@@ -29,7 +29,7 @@ tcp::acceptor open_listener(asio::io_context& io, const std::string& iface, std:
     // handle: Asio turns off a linger option set through it when it destroys the socket.)
     set_reset_on_close(acceptor.native_handle(), true);
     acceptor.bind(at, ec);
-    if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+    if (!ec) acceptor.listen(longest_listen_queue, ec);  // as listen_on
     // The accept loops take every waiting client when the listener is readable: accept says
     // would_block when none is left (not wait), and a client gone before it was accepted is
     // reported, not waited past (Asio's synchronous accept would otherwise block on it).

@@ -14,10 +14,10 @@
 namespace poetry {
 
 // A listening socket on iface:port: the first resolved address that binds, with SO_REUSEADDR
-// (restartable at once), dual-stack for IPv6 ("::") and reset-on-close inherited by every
-// accepted socket, as listen_on; non-blocking, so that accept says would_block when nobody is
-// waiting, and a client gone before it was accepted is an error (connection_aborted), not a
-// wait. Throws std::runtime_error("cannot listen on IFACE:PORT: reason").
+// (restartable at once), dual-stack for IPv6 ("::"), the longest accept queue and reset-on-close
+// inherited by every accepted socket, as listen_on; non-blocking, so that accept says
+// would_block when nobody is waiting, and a client gone before it was accepted is an error
+// (connection_aborted), not a wait. Throws std::runtime_error("cannot listen on IFACE:PORT: reason").
 boost::asio::ip::tcp::acceptor open_listener(boost::asio::io_context& io, const std::string& iface, std::uint16_t port);
 
 // The accept loop of an Asio server: each time the listener is readable, accepts every waiting

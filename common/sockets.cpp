@@ -60,7 +60,7 @@ unique_fd listen_on(const std::string& iface, std::uint16_t port)
     // Every accepted socket inherits the mark from here, so it is reset-on-close from the moment
     // it exists: no signal between accept and a later setsockopt can end it like a finished poem.
     set_reset_on_close(fd.get(), true);
-    if (::bind(fd.get(), e.get(), e.length) == 0 && ::listen(fd.get(), SOMAXCONN) == 0) return fd;
+    if (::bind(fd.get(), e.get(), e.length) == 0 && ::listen(fd.get(), longest_listen_queue) == 0) return fd;
     error = errno;
     // Only an address this machine cannot use sends us on to the next one; a port in use
     // must not quietly become a server on the other address family.

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -62,8 +63,14 @@ bool retry_accept_at_once(int error);
 // the listener stays ready, so trying again at once would spin.
 constexpr std::chrono::milliseconds accept_pause{100};
 
+// The length of the accept queue every server asks listen(2) for: the longest the kernel allows.
+// Linux cuts what is asked to net.core.somaxconn (4,096 by default, more where it was raised),
+// so asking for the largest int gets exactly that; SOMAXCONN (4,096 in glibc) would cap it.
+constexpr int longest_listen_queue = std::numeric_limits<int>::max();
+
 // A blocking listening socket on iface:port, with SO_REUSEADDR (restartable at once),
-// dual-stack for "::", and marked reset-on-close, which every accepted socket inherits. Throws std::runtime_error("cannot listen on IFACE:PORT: reason").
+// dual-stack for "::", the longest accept queue, and marked reset-on-close, which every accepted
+// socket inherits. Throws std::runtime_error("cannot listen on IFACE:PORT: reason").
 unique_fd listen_on(const std::string& iface, std::uint16_t port);
 
 // The port a socket is bound to.

@@ -21,8 +21,10 @@ need_value() { (($# >= 2)) || poetry_fail 2 "option '$1' needs a value (try --he
 
 # The Debian packages every script needs: compiler, CMake, Boost, and the tools the chapters
 # use: netcat (a plain client), strace (what a model costs in system calls), pv (reading at a
-# set rate). The race (scripts/bench) and the tests that run it add socat.
-poetry_base_packages=(g++ cmake make ninja-build libboost-dev libboost-program-options-dev libboost-test-dev netcat-openbsd strace pv)
+# set rate), iproute2 (ss: a listening socket's queue). The race (scripts/bench) and the tests
+# that run it add socat.
+poetry_base_packages=(g++ cmake make ninja-build libboost-dev libboost-program-options-dev libboost-test-dev netcat-openbsd strace pv
+  iproute2)
 
 # ensure_packages PKG...: installs the missing ones with apt-get (as root), sudo apt-get
 # (where sudo is available), or prints the exact command and exits non-zero.

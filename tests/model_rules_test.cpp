@@ -297,3 +297,32 @@ BOOST_AUTO_TEST_CASE(a_thread_that_cannot_start_costs_its_client_only)
   s.signal(SIGTERM);
   BOOST_TEST(s.wait(10s).value_or(-1) == 0);
 }
+
+// Every server asks for the longest accept queue the kernel allows (net.core.somaxconn), not
+// SOMAXCONN's fixed 4,096, so that a machine whose administrator raised the limit for a burst
+// gets it. Each server runs in a network namespace of its own (root only: unshare -n) whose
+// somaxconn is 8,192; ss, run in that namespace, shows the listening socket's queue length
+// (Send-Q of a LISTEN line).
+BOOST_DATA_TEST_CASE(the_accept_queue_is_as_long_as_the_kernel_allows, bdata::make(models()), model)
+{
+  if (::geteuid() != 0) {
+    BOOST_TEST_MESSAGE("skipped: a network namespace of its own needs root");
+    return;
+  }
+  temp_dir dir;
+  std::string script = "echo 8192 > /proc/sys/net/core/somaxconn && exec \"$0\" -q \"$1\"";
+  child s({"/usr/bin/unshare", "-n", "/bin/sh", "-c", script, program(model, "server"), dir.write("poem", "verse")});
+  auto serving = s.wait_for_line("Serving ", 20s);
+  BOOST_TEST_REQUIRE(serving.has_value(), s.err());
+  std::string port = serving->substr(serving->rfind("port ") + 5);
+  port.erase(port.find_first_not_of("0123456789"));
+  auto ss = run({"/usr/bin/nsenter", "-t", std::to_string(s.pid()), "-n", "ss", "-Hlnt", "sport = :" + port});
+  BOOST_TEST_REQUIRE(ss.status == 0, ss.err);
+  std::istringstream fields(ss.out);
+  std::string state, received, queue;
+  fields >> state >> received >> queue;
+  BOOST_TEST(state == "LISTEN", ss.out);
+  BOOST_TEST(queue == "8192", "the accept queue is " << queue << " long, where the kernel allows 8192: " << ss.out);
+  s.signal(SIGTERM);
+  BOOST_TEST(s.wait(10s).has_value());
+}
