@@ -118,7 +118,7 @@ child::child(std::vector<std::string> argv, spawn_options options)
     rlimit current{};
     ::getrlimit(RLIMIT_NOFILE, &current);
     files.rlim_cur = *options.max_files;
-    files.rlim_max = std::max<rlim_t>(current.rlim_max, *options.max_files);
+    files.rlim_max = std::max<rlim_t>(options.max_files_hard.value_or(current.rlim_max), *options.max_files);
   }
   rlimit memory{};
   if (options.max_memory) memory.rlim_cur = memory.rlim_max = *options.max_memory;

@@ -56,7 +56,9 @@ std::string source_dir();
 enum class stdout_reader { keeps_reading, closes_after_first_line, stalls_after_first_line, reads_slowly };
 
 struct spawn_options {
-  std::optional<unsigned long> max_files;   // RLIMIT_NOFILE for the child
+  // RLIMIT_NOFILE for the child: its soft limit (the hard one rises to it if lower); with
+  // max_files_hard, the hard limit too, where a program that raises its own soft limit stops.
+  std::optional<unsigned long> max_files, max_files_hard;
   std::optional<unsigned long> max_memory;  // RLIMIT_AS for the child, in bytes
   stdout_reader reader = stdout_reader::keeps_reading;
   bool stdout_closed = false;       // the child starts with descriptor 1 closed
