@@ -82,14 +82,15 @@ private:
   }
 
   // Runs one step. Out of memory (for a status line, or the next operation) costs this client
-  // only: "Lost", and its socket closes with a reset.
+  // only: "Lost", and its socket closes with a reset. Once the whole poem is out, only the line
+  // is lost: the socket is no longer reset-on-close (do_linger), and the close stays graceful.
   template <typename Step>
   void guarded(Step step)
   {
     try {
       step();
     } catch (const std::exception& e) {
-      report_lost(peer_, sent_, poem_.size(), e.what());
+      if (sent_ < poem_.size()) report_lost(peer_, sent_, poem_.size(), e.what());
       close();
     }
   }
@@ -99,8 +100,8 @@ private:
   void do_next()
   {
     if (sent_ == poem_.size()) {
-      report_sent(sent_, peer_);
-      return do_linger();
+      do_linger();
+      return report_sent(sent_, peer_);
     }
     if (sent_ == 0 || options_.delay == std::chrono::nanoseconds::zero()) return do_write();
     do_wait();

@@ -114,9 +114,12 @@ asio::awaitable<void> send_poem(std::shared_ptr<connection> client, std::string 
     report_sent(sent, peer);
   } catch (const std::exception& e) {
     // Out of memory (for a status line, or the next operation): this client is cut short (its
-    // socket closes with a reset), not the server.
-    report_lost(peer, sent, poem.size(), e.what());
-    co_return;
+    // socket closes with a reset), not the server. Once the whole poem is out, only its Sent
+    // line is lost: a reset now could throw away what the client has not read yet.
+    if (sent < poem.size()) {
+      report_lost(peer, sent, poem.size(), e.what());
+      co_return;
+    }
   }
   // The graceful close: half-close, wait until the reader sees the client close (or the
   // linger time passes, and the client has all the poem or stopped reading); then the closer

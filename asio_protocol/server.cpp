@@ -83,8 +83,8 @@ private:
   void do_next()
   {
     if (sent_ == poem_.size()) {
-      report_sent(sent_, transport_->peer());
-      return do_linger();
+      do_linger();
+      return report_sent(sent_, transport_->peer());
     }
     if (sent_ == 0 || options_.delay == std::chrono::nanoseconds::zero()) return do_write();
     do_wait();

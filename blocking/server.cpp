@@ -38,8 +38,9 @@ void send_poem(unique_fd client, const endpoint& from, const std::string& poem, 
     report_sent(sent, peer);
   } catch (const std::exception& e) {
     // Out of memory, most likely: this client is cut short (its socket closes with a reset),
-    // not the server.
-    return report_lost(from, sent, poem.size(), e.what());
+    // not the server. Once the whole poem is out, only its Sent line is lost: a reset now
+    // could throw away what the client has not read yet.
+    if (sent < poem.size()) return report_lost(from, sent, poem.size(), e.what());
   }
   close_gracefully(std::move(client));
 }

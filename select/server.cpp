@@ -96,12 +96,12 @@ void send_poem(connection& c, const std::string& poem, const server_options& opt
     return;
   }
   // The last byte is out: half-close, then read until the client closes or the linger may end.
-  report_sent(c.sent, c.peer);
   set_reset_on_close(c.socket.get(), false);
   ::shutdown(c.socket.get(), SHUT_WR);
   c.is = c.client_closed ? state::closed : state::lingering;
   c.deadline = now + linger_time;
   c.unacknowledged = unacknowledged_bytes(c.socket.get());
+  report_sent(c.sent, c.peer);
 }
 
 // Reads and throws away what the client sent (input left unread would turn our close into a
@@ -212,8 +212,10 @@ void serve(const unique_fd& listener, const unique_fd& signals, status_outbox& o
           else c.deadline = now + linger_time;
         }
       } catch (const std::exception& e) {
-        // Out of memory (for a status line): this client is cut short, not the server.
-        lose(c, poem.size(), e.what());
+        // Out of memory (for a status line): this client is cut short, not the server. Once its
+        // whole poem is out, only that line is lost: a reset now could throw away what the
+        // client has not read yet.
+        if (c.sent < poem.size()) lose(c, poem.size(), e.what());
       }
     }
     // Forget the closed connections (closing their sockets); each leaves room for a queued client.
