@@ -369,6 +369,14 @@ std::vector<std::string> lost_lines(const std::string& out)
   return lines;
 }
 
+std::vector<std::string> lost_after_whole_poem(const std::string& out, std::size_t poem_bytes)
+{
+  std::string whole = "after " + std::to_string(poem_bytes) + " of " + std::to_string(poem_bytes) + " bytes";
+  std::vector<std::string> lines = lost_lines(out);
+  std::erase_if(lines, [&](const std::string& line) { return line.find(whole) == std::string::npos; });
+  return lines;
+}
+
 spawn_options room_for(std::size_t clients)
 {
   spawn_options options;

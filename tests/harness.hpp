@@ -121,6 +121,10 @@ std::string client_name(int fd);
 // The "Lost" lines of a server's output.
 std::vector<std::string> lost_lines(const std::string& out);
 
+// The "Lost" lines of a server's output for a client that had the whole poem ("after N of N
+// bytes"): a reset after the last byte, which can throw away what the client has not read.
+std::vector<std::string> lost_after_whole_poem(const std::string& out, std::size_t poem_bytes);
+
 // Spawn options with a descriptor limit that leaves room for this many clients at once.
 spawn_options room_for(std::size_t clients);
 
