@@ -149,7 +149,7 @@ BOOST_AUTO_TEST_CASE(more_clients_than_an_fd_set_holds_are_all_served_and_nothin
 {
   temp_dir dir;
   std::string poem = large_poem(400);
-  server s("select", dir.write("poem", poem), {"--delay", "0.05", "--num-bytes", "20", "-q"}, many_files());
+  server s("select", dir.write("poem", poem), {"--delay", "0.25", "--num-bytes", "100", "-q"}, many_files());
   double cpu_before = cpu_seconds(s.process().pid());
 
   // The server takes as many as fit below FD_SETSIZE; the others wait in the kernel's queue
@@ -163,8 +163,11 @@ BOOST_AUTO_TEST_CASE(more_clients_than_an_fd_set_holds_are_all_served_and_nothin
   BOOST_TEST(exact(got, poem) == beyond_fd_setsize, "first wrong: " << first_wrong(got, poem));
   BOOST_TEST(s.process().running());  // no FD_SET overflow, no crash
   BOOST_TEST(s.process().out().find("Lost") == std::string::npos, s.process().out().substr(0, 2000));
-  // Most of that time it waited for deadlines and sockets: it did not spin.
-  BOOST_TEST(cpu < 0.5 * wall);
+  // Most of that time it waited for deadlines and sockets: it did not spin. A loop that kept
+  // watching the listener while it had no room would find it ready at once for the first half
+  // (measured: 0.77 s of CPU in 1.5 s); four chunks a client keep the honest work small (0.05 s
+  // here; 0.54 s in a 1 s run under load with twenty chunks, hence a quarter and not a half).
+  BOOST_TEST(cpu < 0.25 * wall);
 }
 
 BOOST_AUTO_TEST_CASE(a_client_that_half_closes_at_once_still_gets_the_poem_and_nothing_spins)
