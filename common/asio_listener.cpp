@@ -102,6 +102,7 @@ void accept_loop::on_readable(const error_code& ec)
       // Out of memory for this client: its socket, reset-on-close from accept on, closes with a
       // reset, and the others go on.
     }
+    if (!acceptor_.is_open()) return;  // on_accept_ closed it: the others stay unaccepted
   }
   do_accept();
 }

@@ -847,4 +847,30 @@ BOOST_AUTO_TEST_CASE(an_exception_in_connection_made_ends_the_connection)
   BOOST_TEST(err.release().find("not today") != std::string::npos);
 }
 
+// A Protocol may close the Server from connection_made, with more clients still waiting to be
+// accepted (a server for one client, or one told to stop): nobody else is accepted, and no work
+// is left behind. The loop polls: the clients' connects and ends are in the kernel before it
+// runs, so nothing it does has to wait. (The accept loop once tried the closed listener again,
+// took the failure for a full descriptor table, and kept the loop busy for its pause.)
+BOOST_AUTO_TEST_CASE(a_server_closed_by_its_first_connection_accepts_no_other_and_leaves_no_work)
+{
+  loop l;
+  events server;
+  l.listen(scripts(server, [&](scripted& p) {
+    p.on_made = [&](Transport& t) {
+      l.server->close();
+      t.close();
+    };
+  }));
+  std::vector<poetry::unique_fd> waiting;
+  for (int i = 0; i < 3; ++i) {
+    waiting.push_back(poetry::connect_to(poetry::address{"127.0.0.1", l.server->port()}, 10s));
+    ::shutdown(waiting.back().get(), SHUT_WR);  // its end: a Transport's close need not wait for it
+  }
+  for (int polls = 0; polls < 1000 && !l.io.stopped(); ++polls) l.io.poll();
+  BOOST_TEST(server.made == 1);
+  BOOST_TEST(server.lost == 1);
+  BOOST_TEST(l.io.stopped(), "work left after the server and its one connection closed");
+}
+
 BOOST_AUTO_TEST_SUITE_END()
